@@ -1,0 +1,2 @@
+//! claimguard: a validating admission webhook that stops pods from fighting
+//! over PersistentVolumeClaims.
