@@ -11,7 +11,7 @@
 //! Fault controls: `drop_watches` (clean end of every open stream, as on an API server
 //! restart or a watch timeout), `abort_watches` (the connection is cut mid-stream),
 //! `partition`/`heal` (the server is unreachable: open watches end, new list/watch
-//! requests get 503; changes made meanwhile are only in the history),
+//! requests get 500 (not 503: kube's client retries 503 itself for minutes); changes made meanwhile are only in the history),
 //! `expire_history` (etcd compaction: a watch from an older resourceVersion gets
 //! `410 Expired`, as does a list `continue` token), `gone_next_watches(n)`.
 
@@ -126,6 +126,7 @@ struct Inner {
     watches: Vec<Watch>,
     gone_next_watches: usize,
     fail_next_lists: usize,
+    fail_lists_of: HashMap<Kind, usize>,
     partitioned: bool,
     get_delay: Duration,
     counters: Counters,
@@ -144,6 +145,7 @@ impl Default for Inner {
             watches: Vec::new(),
             gone_next_watches: 0,
             fail_next_lists: 0,
+            fail_lists_of: HashMap::new(),
             partitioned: false,
             get_delay: Duration::ZERO,
             counters: Counters::default(),
@@ -297,6 +299,17 @@ impl FakeApiServer {
         }
     }
 
+    /// Load objects that existed before anyone watched: no history, no events (keeps a
+    /// 100,000-object fixture from being held twice).
+    pub fn seed_many(&self, kind: Kind, objs: impl IntoIterator<Item = Value>) {
+        let mut inner = self.lock();
+        for obj in objs {
+            inner.upsert(kind, obj, Some(EventType::Added));
+            inner.history.pop();
+        }
+        inner.compacted_rv = inner.rv;
+    }
+
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         self.lock().get_value(kind, namespace, name)
     }
@@ -343,7 +356,7 @@ impl FakeApiServer {
     }
 
     /// The server becomes unreachable: open watches end, new list and watch requests
-    /// get 503 until `heal`. Changes made meanwhile go to the history only.
+    /// get 500 until `heal`. Changes made meanwhile go to the history only.
     pub fn partition(&self) {
         let mut inner = self.lock();
         inner.partitioned = true;
@@ -370,6 +383,11 @@ impl FakeApiServer {
     /// The next `n` list requests get HTTP 500.
     pub fn fail_next_lists(&self, n: usize) {
         self.lock().fail_next_lists = n;
+    }
+
+    /// The next `n` list requests for `kind` get HTTP 500.
+    pub fn fail_next_lists_of(&self, kind: Kind, n: usize) {
+        self.lock().fail_lists_of.insert(kind, n);
     }
 
     /// Delay answers to single-object GETs (to exercise client timeouts).
@@ -706,7 +724,7 @@ fn list(shared: &Shared, target: Target, query: &HashMap<String, String>) -> Htt
     let mut inner = shared.lock();
     *inner.counters.lists.entry(target.kind).or_default() += 1;
     if inner.partitioned {
-        return status_response(503, "ServiceUnavailable", "fake API server: partitioned");
+        return status_response(500, "InternalError", "fake API server: partitioned");
     }
     if inner.fail_next_lists > 0 {
         inner.fail_next_lists -= 1;
@@ -715,6 +733,10 @@ fn list(shared: &Shared, target: Target, query: &HashMap<String, String>) -> Htt
             "InternalError",
             "fake API server: injected list failure",
         );
+    }
+    if let Some(n) = inner.fail_lists_of.get_mut(&target.kind).filter(|n| **n > 0) {
+        *n -= 1;
+        return status_response(500, "InternalError", "fake API server: injected list failure");
     }
     let limit = query
         .get("limit")
@@ -809,7 +831,7 @@ fn watch(shared: &Shared, target: Target, query: &HashMap<String, String>) -> Ht
     let mut inner = shared.lock();
     *inner.counters.watches.entry(target.kind).or_default() += 1;
     if inner.partitioned {
-        return status_response(503, "ServiceUnavailable", "fake API server: partitioned");
+        return status_response(500, "InternalError", "fake API server: partitioned");
     }
     let kind = target.kind;
     let timeout = query
