@@ -312,7 +312,8 @@ async fn validate(
             return plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds the limit of {} bytes", state.max_body),
-            );
+            )
+            .tap_close();
         }
         Err(BodyError::Timeout) => {
             tracing::warn!(timeout = ?state.body_timeout, "admission request body not received in time");
@@ -320,7 +321,6 @@ async fn validate(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("request body not received within {:?}", state.body_timeout),
             )
-            .map_into_boxed_body()
             .tap_close();
         }
         Err(BodyError::Read(e)) => {
@@ -393,7 +393,8 @@ trait CloseAfter {
 }
 
 impl CloseAfter for HttpResponse {
-    /// The rest of a stalled body may still arrive; the connection cannot be reused.
+    /// The rest of a refused or stalled body may still arrive; the connection
+    /// cannot be reused for another request.
     fn tap_close(mut self) -> HttpResponse {
         self.head_mut()
             .set_connection_type(actix_web::http::ConnectionType::Close);
