@@ -333,9 +333,7 @@ async fn validate(
     };
 
     let started = Instant::now();
-    let outcome = AssertUnwindSafe(state.engine.review(&body))
-        .catch_unwind()
-        .await;
+    let outcome = guarded(state.engine.review(&body)).await;
     let took = started.elapsed();
     match outcome {
         Ok(Ok(reviewed)) => {
@@ -372,13 +370,8 @@ async fn validate(
             tracing::warn!(error = %e, bytes = body.len(), "unreadable admission review");
             plain(StatusCode::BAD_REQUEST, e.to_string())
         }
-        Err(panic) => {
+        Err(what) => {
             state.metrics.request("unknown", "unknown", "error", took);
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
             tracing::error!(panic = %what, bytes = body.len(), "admission engine panicked");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -386,6 +379,20 @@ async fn validate(
             )
         }
     }
+}
+
+/// Runs the engine future, turning a panic into `Err(panic message)`.
+///
+/// A panic must reach the API server as a 500 on this one request, not as a
+/// dead worker thread that drops every connection it carries.
+async fn guarded<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned())
+    })
 }
 
 trait CloseAfter {
@@ -431,4 +438,32 @@ async fn not_found() -> HttpResponse {
         actix_web::http::StatusCode::NOT_FOUND,
         "not found; the webhook path is POST /validate",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_review_becomes_an_error() {
+        let ok = guarded(async { 7 }).await;
+        assert_eq!(ok, Ok(7));
+        let name = String::from("pod-x");
+        let caught = guarded(async move {
+            if !name.is_empty() {
+                panic!("index out of range for {name}");
+            }
+            7
+        })
+        .await;
+        assert_eq!(caught, Err("index out of range for pod-x".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn plain_bodies_are_one_line() {
+        let resp = plain(actix_web::http::StatusCode::BAD_REQUEST, "a\nb\r\nc");
+        assert_eq!(resp.status().as_u16(), 400);
+        let body = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
+        assert_eq!(&body[..], b"a b  c\n");
+    }
 }

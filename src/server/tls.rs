@@ -212,6 +212,8 @@ pub fn spawn_reloader(
     interval: Duration,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
+    // tokio's interval panics on zero; a configured 0 means "as often as is sane".
+    let interval = interval.max(Duration::from_millis(50));
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
