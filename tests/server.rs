@@ -488,3 +488,62 @@ async fn graceful_shutdown_serves_through_the_grace_period() {
         .await;
     assert!(after.is_err(), "listener closed after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_and_tls13_both_work_and_plain_http_is_refused() {
+    let t = TestServer::start(engine(true)).await;
+    let (ca, addr) = (t.ca.pem(), t.addr);
+    let versions = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(root_store(&ca))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let mut s = raw_tls_with(config, addr);
+            write!(s, "GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n").unwrap();
+            s.flush().unwrap();
+            let (head, body) = read_response(&mut s);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert_eq!(body.trim(), "ok");
+            seen.push(s.conn.protocol_version());
+        }
+
+        // Plain HTTP on the TLS port: no HTTP answer, the connection ends.
+        use std::io::Read;
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        assert!(
+            !got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        seen
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        versions,
+        vec![
+            Some(rustls::ProtocolVersion::TLSv1_2),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        ]
+    );
+    still_serves(&t).await;
+}
+
+fn root_store(ca_pem: &str) -> rustls::RootCertStore {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    roots
+}

@@ -233,7 +233,14 @@ pub fn raw_tls(
     ca_pem: &str,
     addr: SocketAddr,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let config = Arc::new(rustls_client_config(&[ca_pem]));
+    raw_tls_with(rustls_client_config(&[ca_pem]), addr)
+}
+
+pub fn raw_tls_with(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let config = Arc::new(config);
     let conn = rustls::ClientConnection::new(config, ServerName::try_from(HOST).expect("name"))
         .expect("client connection");
     let tcp = TcpStream::connect(addr).expect("connect");
