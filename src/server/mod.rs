@@ -124,16 +124,24 @@ impl RunningServer {
     /// Graceful shutdown: `/readyz` turns 503 at once, requests keep being
     /// served for the grace period, then the listener closes and in-flight
     /// requests drain.
-    pub async fn shutdown(self) -> Result<(), ServerError> {
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.shutting_down.store(true, Ordering::SeqCst);
         tracing::info!(grace = ?self.grace, "shutting down: serving through the grace period");
-        tokio::time::sleep(self.grace).await;
-        tracing::info!("grace period over: closing the listener and draining");
-        self.handle.stop(true).await;
+        // The server may also be stopped meanwhile (a second signal).
+        let stopped_early = tokio::select! {
+            () = tokio::time::sleep(self.grace) => None,
+            res = &mut self.task => Some(res),
+        };
+        let res = match stopped_early {
+            Some(res) => res,
+            None => {
+                tracing::info!("grace period over: closing the listener and draining");
+                self.handle.stop(true).await;
+                (&mut self.task).await
+            }
+        };
         self.reloader.abort();
-        self.task
-            .await
-            .map_err(|e| ServerError::Join(e.to_string()))?
+        res.map_err(|e| ServerError::Join(e.to_string()))?
             .map_err(ServerError::Io)
     }
 
@@ -233,14 +241,35 @@ pub async fn run_with_metrics(
 ) -> Result<(), ServerError> {
     let running = start_with_metrics(config, engine, metrics).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    running
-        .run_until(async move {
+    let handle = running.handle.clone();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    // First signal: graceful shutdown. Second: an operator who means it now.
+    let signals = tokio::spawn(async move {
+        let mut first = Some(first_tx);
+        loop {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
             }
+            match first.take() {
+                Some(tx) => {
+                    let _ = tx.send(());
+                }
+                None => {
+                    tracing::warn!("second signal: stopping without draining");
+                    handle.stop(false).await;
+                    return;
+                }
+            }
+        }
+    });
+    let result = running
+        .run_until(async move {
+            let _ = first_rx.await;
         })
-        .await
+        .await;
+    signals.abort();
+    result
 }
 
 fn plain(status: actix_web::http::StatusCode, line: impl Into<String>) -> HttpResponse {
