@@ -11,3 +11,4 @@ pub mod check;
 pub mod cluster;
 pub mod objects;
 pub mod policy;
+pub mod reload;
