@@ -528,9 +528,10 @@ fn deployment_is_hardened_and_highly_available() {
     let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_u64()
         .expect("preStop sleep");
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
-        pre_stop >= 1 && pre_stop < 30,
-        "preStop within the grace period"
+        (1..grace).contains(&pre_stop),
+        "preStop sleep {pre_stop}s must end within the {grace}s grace period"
     );
 
     let volumes = pod["volumes"].as_array().unwrap();
