@@ -49,6 +49,9 @@ const DEV_RENEW_MARGIN: Duration = Duration::from_secs(24 * 3600);
 /// certificate and the API server that checks it.
 const BACKDATE: Duration = Duration::from_secs(3600);
 const DEV_DAYS: u32 = 365;
+/// A hundred years: past this the date arithmetic could overflow, and no
+/// webhook certificate should live that long anyway.
+pub const MAX_DAYS: u32 = 36_500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
@@ -160,10 +163,10 @@ pub fn generate(
     ips: &[IpAddr],
     days: u32,
 ) -> Result<GeneratedCerts, CertsError> {
-    if days == 0 {
-        return Err(CertsError::InvalidOption(
-            "days must be at least 1".to_string(),
-        ));
+    if !(1..=MAX_DAYS).contains(&days) {
+        return Err(CertsError::InvalidOption(format!(
+            "days must be between 1 and {MAX_DAYS}, not {days}"
+        )));
     }
     if dns_names.is_empty() && ips.is_empty() {
         return Err(CertsError::InvalidOption(
@@ -583,6 +586,9 @@ mod tests {
     #[test]
     fn generate_refuses_empty_input() {
         assert!(generate(&["a".to_string()], &[], 0).is_err());
+        let err = generate(&["a".to_string()], &[], u32::MAX).unwrap_err();
+        assert!(err.to_string().contains("between 1 and"), "{err}");
+        generate(&["a".to_string()], &[], MAX_DAYS).unwrap();
         assert!(generate(&[], &[], 10).is_err());
     }
 
