@@ -718,3 +718,32 @@ fn certs_secret_matches_what_the_deployment_mounts() {
         assert!(secret["data"][k].is_string(), "{k}");
     }
 }
+
+/// The Deployment relies on the image's ENTRYPOINT and user; keep them in step.
+#[test]
+fn dockerfile_matches_the_deployment() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let last_stage = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, s)| s)
+        .expect("multi-stage Dockerfile");
+    assert!(
+        last_stage.starts_with("gcr.io/distroless/"),
+        "runtime image is distroless: {last_stage:.60}"
+    );
+    let lines: Vec<&str> = last_stage.lines().map(str::trim).collect();
+    assert!(lines.contains(&"USER 65532:65532"), "non-root user");
+    assert!(lines.contains(&r#"ENTRYPOINT ["/claimguard"]"#));
+
+    let objs = render("");
+    let dep = find(&objs, "Deployment", "claimguard");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
+    assert!(pod["containers"][0]["command"].is_null());
+    let port = pod["containers"][0]["ports"][0]["containerPort"]
+        .as_u64()
+        .unwrap();
+    assert!(lines.contains(&format!("EXPOSE {port}").as_str()));
+}
