@@ -597,6 +597,23 @@ fn policy_configmap_holds_the_default_policy() {
     );
 }
 
+/// The shipped file is what the server will load: it must parse, and say
+/// exactly the built-in defaults (the comments claim so).
+#[test]
+fn shipped_policy_files_load_with_the_real_parser() {
+    use claimguard::policy::{Mode, Policy};
+    let text = |objs: &[Value]| {
+        let cm = find(objs, "ConfigMap", "claimguard-policy");
+        cm["data"]["policy.yaml"].as_str().unwrap().to_string()
+    };
+    let base = Policy::parse(&text(&render(""))).unwrap();
+    assert_eq!(base, Policy::default());
+    let mut audit = Policy::parse(&text(&render("audit-mode"))).unwrap();
+    assert_eq!(audit.mode, Mode::Audit);
+    audit.mode = Mode::Enforce;
+    assert_eq!(audit, Policy::default());
+}
+
 #[test]
 fn audit_mode_overlay_only_changes_the_mode() {
     let base = render("");
