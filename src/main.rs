@@ -2,7 +2,7 @@
 //! lives in the library.
 
 use anyhow::Context;
-use claimguard::{check, policy::Policy};
+use claimguard::{certs, check, policy::Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +50,21 @@ enum Command {
         /// Manifest files or directories, applied in the order given.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Write a CA, a serving certificate for the Service's DNS names, a Secret
+    /// manifest and a JSON Patch that sets caBundle on every webhook — for
+    /// clusters without cert-manager.
+    Certs {
+        #[arg(long, default_value = certs::DEFAULT_NAMESPACE, env = "CLAIMGUARD_NAMESPACE")]
+        namespace: String,
+        #[arg(long, default_value = certs::DEFAULT_SERVICE, env = "CLAIMGUARD_SERVICE")]
+        service: String,
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "certs", env = "CLAIMGUARD_OUT")]
+        out: PathBuf,
+        /// Validity of the CA and the serving certificate, in days.
+        #[arg(long, default_value_t = certs::DEFAULT_DAYS, env = "CLAIMGUARD_DAYS")]
+        days: u32,
     },
 }
 
@@ -106,6 +121,32 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Certs {
+            namespace,
+            service,
+            out,
+            days,
+        } => {
+            let mut opts = certs::CertsOptions::new(out);
+            opts.namespace = namespace;
+            opts.service = service;
+            opts.days = days;
+            let w = certs::write_bundle(&opts)?;
+            println!("wrote {}", w.ca_cert.display());
+            println!("wrote {}", w.tls_cert.display());
+            println!("wrote {}", w.tls_key.display());
+            println!("wrote {}", w.secret.display());
+            println!("wrote {}", w.cabundle_patch.display());
+            println!();
+            println!("next:");
+            println!("  kubectl apply -f {}", w.secret.display());
+            println!("  kubectl apply -k manifests/");
+            println!(
+                "  kubectl patch validatingwebhookconfiguration claimguard --type=json --patch-file {}",
+                w.cabundle_patch.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
