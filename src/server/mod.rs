@@ -7,8 +7,6 @@
 
 pub mod metrics;
 pub mod tls;
-// TEMPORARY: replaced by crate::admission::Engine once the core lands.
-pub mod stub;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -23,8 +21,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures::{FutureExt, StreamExt};
 
 pub use self::metrics::Metrics;
-use self::stub::Engine;
 use self::tls::TlsError;
+use crate::admission::Engine;
 
 /// Default request body limit. The API server sends at most about 3 MiB.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;

@@ -16,13 +16,17 @@ use rustls_pki_types::{CertificateDer, ServerName};
 /// The name the API server verifies: `<service>.<namespace>.svc`.
 pub const HOST: &str = "claimguard.claimguard-system.svc";
 
-pub type Engine = claimguard::server::stub::Engine;
+pub use claimguard::admission::Engine;
 
-/// An engine over an empty cluster view.
+/// An engine with the default policy over an empty cluster view.
 pub fn engine(synced: bool) -> Arc<Engine> {
-    Arc::new(Engine::new(Arc::new(
-        claimguard::server::stub::SharedCluster::new(synced),
-    )))
+    Arc::new(Engine::new(
+        claimguard::policy::Policy::default(),
+        Arc::new(claimguard::cluster::SharedCluster::new(
+            claimguard::cluster::ClusterState::new(),
+            synced,
+        )),
+    ))
 }
 
 pub struct Ca {
