@@ -283,3 +283,73 @@ async fn concurrent_pods_on_one_rwop_claim_exactly_one_wins() {
         );
     }
 }
+
+/// `serve --snapshot`: the server is the cluster, so what it admits is stored,
+/// and a claim created through it guards its pods from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_mode_stores_admitted_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snapshot.yaml");
+    std::fs::write(&path, snapshot_yaml()).unwrap();
+    let state = claimguard::cluster::load_snapshot(&[path]).unwrap();
+    let cluster = Arc::new(claimguard::cluster::SharedCluster::stored(state));
+    let t = TestServer::start(Arc::new(Engine::new(
+        claimguard::policy::Policy::default(),
+        cluster,
+    )))
+    .await;
+
+    // Before the claim exists a pod is allowed, with a warning that it will wait.
+    let out = t
+        .review(&dry_run(pod_review("s0", "db-0", "db-data")))
+        .await;
+    let resp = response(&out);
+    assert_eq!(resp["allowed"], true, "{out}");
+    assert!(
+        warnings(resp)
+            .iter()
+            .any(|w| w.starts_with("[claim-not-found]")),
+        "{out}"
+    );
+
+    let pvc: Value = serde_json::from_str(include_str!("fixtures/pvc-create.json")).unwrap();
+    let out = t.review(&pvc).await;
+    let resp = response(&out);
+    assert_eq!(resp["uid"], "b7e2c3d4-1f2a-4b5c-9d8e-7f6a5b4c3d2e");
+    assert_eq!(resp["allowed"], true, "{out}");
+
+    let out = t.review(&pod_review("s1", "db-0", "db-data")).await;
+    let resp = response(&out);
+    assert_eq!(resp["allowed"], true, "{out}");
+    assert!(warnings(resp).is_empty(), "the claim is known now: {out}");
+    let out = t.review(&pod_review("s2", "db-1", "db-data")).await;
+    let resp = response(&out);
+    assert_eq!(resp["allowed"], false, "{out}");
+    let msg = resp["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("[rwop-exclusive]") && msg.contains("default/db-0"),
+        "{msg}"
+    );
+}
+
+/// Requests the engine cannot read are counted apart from verdicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_requests_are_counted_as_errors() {
+    let t = server_with(claimguard::policy::Policy::default()).await;
+    let (status, _) = t.post_raw("{").await;
+    assert_eq!(status, 400);
+    t.review(&pod_review("m1", "metric-pod", "free")).await;
+    let (_, _, metrics) = t.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"claimguard_admission_requests_total{kind="unknown",operation="unknown",allowed="error"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"claimguard_admission_requests_total{kind="Pod",operation="CREATE",allowed="true"} 1"#
+        ),
+        "{metrics}"
+    );
+}
