@@ -107,7 +107,8 @@ impl Metrics {
         counter
     }
 
-    pub fn request(&self, kind: &str, operation: &str, allowed: &str, took: Duration) {
+    /// Counts one answered request; `allowed` is "true", "false" or "error".
+    pub fn request(&self, kind: &str, operation: &str, allowed: &str) {
         self.requests
             .get_or_create(&RequestLabels {
                 kind: kind.to_owned(),
@@ -115,6 +116,10 @@ impl Metrics {
                 allowed: allowed.to_owned(),
             })
             .inc();
+    }
+
+    /// Records how long the engine took over one review.
+    pub fn observe_duration(&self, took: Duration) {
         self.duration.observe(took.as_secs_f64());
     }
 
@@ -152,7 +157,8 @@ mod tests {
     #[test]
     fn contract_names_are_exposed() {
         let m = Metrics::new();
-        m.request("Pod", "CREATE", "false", Duration::from_micros(120));
+        m.request("Pod", "CREATE", "false");
+        m.observe_duration(Duration::from_micros(120));
         m.violation("rwop-exclusive", "deny");
         m.tls_reload("success");
         let restarts = m.register_counter("claimguard_watch_restarts", "watch restarts");

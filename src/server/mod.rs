@@ -65,9 +65,10 @@ impl ServeConfig {
             workers: None,
             request_timeout: Duration::from_secs(5),
             disconnect_timeout: Duration::from_secs(1),
-            // Longer than the API server's idle timeout for webhook clients (90 s)
-            // would only hold sockets; shorter costs handshakes.
-            keep_alive: Duration::from_secs(75),
+            // Longer than the API server's idle-connection timeout (Go's 90 s),
+            // so the client closes an idle connection first: if the server
+            // closed it, a POST already on its way would fail the admission call.
+            keep_alive: Duration::from_secs(120),
             tls_handshake_timeout: Duration::from_secs(5),
             max_body_bytes: DEFAULT_MAX_BODY,
         }
@@ -299,7 +300,9 @@ async fn read_body(
     if declared.is_some_and(|n| n > state.max_body) {
         return Err(BodyError::TooLarge);
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(8 * 1024));
+    // Trust a declared length only so far: a client that announces 4 MiB and
+    // then stalls should not pin 4 MiB per connection.
+    let mut body = Vec::with_capacity(declared.unwrap_or(8 * 1024).min(256 * 1024));
     let read = async {
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
@@ -329,9 +332,7 @@ async fn validate(
     let body = match read_body(&req, payload, &state).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            state
-                .metrics
-                .request("unknown", "unknown", "error", Duration::ZERO);
+            state.metrics.request("unknown", "unknown", "error");
             tracing::warn!(
                 limit = state.max_body,
                 "refused admission request: body too large"
@@ -343,6 +344,7 @@ async fn validate(
             .tap_close();
         }
         Err(BodyError::Timeout) => {
+            state.metrics.request("unknown", "unknown", "error");
             tracing::warn!(timeout = ?state.body_timeout, "admission request body not received in time");
             return plain(
                 StatusCode::REQUEST_TIMEOUT,
@@ -351,6 +353,7 @@ async fn validate(
             .tap_close();
         }
         Err(BodyError::Read(e)) => {
+            state.metrics.request("unknown", "unknown", "error");
             tracing::warn!(error = %e, "cannot read admission request body");
             return plain(
                 StatusCode::BAD_REQUEST,
@@ -362,11 +365,12 @@ async fn validate(
     let started = Instant::now();
     let outcome = guarded(state.engine.review(&body)).await;
     let took = started.elapsed();
+    state.metrics.observe_duration(took);
     match outcome {
         Ok(Ok(reviewed)) => {
             let s = &reviewed.summary;
             let allowed = if s.allowed { "true" } else { "false" };
-            state.metrics.request(&s.kind, &s.operation, allowed, took);
+            state.metrics.request(&s.kind, &s.operation, allowed);
             for f in &s.findings {
                 state.metrics.violation(f.rule, f.action);
             }
@@ -393,12 +397,12 @@ async fn validate(
                 .body(reviewed.body)
         }
         Ok(Err(e)) => {
-            state.metrics.request("unknown", "unknown", "error", took);
+            state.metrics.request("unknown", "unknown", "error");
             tracing::warn!(error = %e, bytes = body.len(), "unreadable admission review");
             plain(StatusCode::BAD_REQUEST, e.to_string())
         }
         Err(what) => {
-            state.metrics.request("unknown", "unknown", "error", took);
+            state.metrics.request("unknown", "unknown", "error");
             tracing::error!(panic = %what, bytes = body.len(), "admission engine panicked");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
