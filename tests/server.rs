@@ -299,7 +299,12 @@ async fn certificate_rotation_without_failed_requests() {
     // which must be refused rather than served.
     let pair_b = t.ca.issue("pair-b");
     std::fs::write(&t.cert_path, &pair_b.cert_pem).unwrap();
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    wait_for_metric(
+        &t.client,
+        t.addr,
+        r#"claimguard_tls_reloads_total{result="error"} 1"#,
+    )
+    .await;
     assert_eq!(
         served_cert(&[&ca], t.addr).await,
         first,
@@ -385,23 +390,42 @@ async fn mismatched_or_garbage_pairs_are_refused() {
     let ca = t.ca.pem();
     let first = served_cert(&[&ca], t.addr).await;
     let pair_b = t.ca.issue("pair-b");
-    let original_key = std::fs::read_to_string(&t.key_path).unwrap();
 
     // Cert B with key A.
     std::fs::write(&t.cert_path, &pair_b.cert_pem).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_metric(
+        &t.client,
+        t.addr,
+        r#"claimguard_tls_reloads_total{result="error"} 1"#,
+    )
+    .await;
     assert_eq!(served_cert(&[&ca], t.addr).await, first);
     // A half-written certificate.
     std::fs::write(&t.cert_path, &pair_b.cert_pem[..pair_b.cert_pem.len() / 2]).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_metric(
+        &t.client,
+        t.addr,
+        r#"claimguard_tls_reloads_total{result="error"} 2"#,
+    )
+    .await;
     assert_eq!(served_cert(&[&ca], t.addr).await, first);
     // An empty key.
     std::fs::write(&t.key_path, "").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_metric(
+        &t.client,
+        t.addr,
+        r#"claimguard_tls_reloads_total{result="error"} 3"#,
+    )
+    .await;
     assert_eq!(served_cert(&[&ca], t.addr).await, first);
     // Files gone.
     std::fs::remove_file(&t.cert_path).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_metric(
+        &t.client,
+        t.addr,
+        r#"claimguard_tls_reloads_total{result="error"} 4"#,
+    )
+    .await;
     assert_eq!(served_cert(&[&ca], t.addr).await, first);
 
     let (_, _, metrics) = t.get("/metrics").await;
@@ -411,7 +435,7 @@ async fn mismatched_or_garbage_pairs_are_refused() {
     );
     assert!(!metrics.contains(r#"result="success""#), "{metrics}");
 
-    // The original pair back is accepted again.
+    // A complete, matching pair is taken again.
     std::fs::write(&t.cert_path, &pair_b.cert_pem).unwrap();
     std::fs::write(&t.key_path, &pair_b.key_pem).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -419,7 +443,6 @@ async fn mismatched_or_garbage_pairs_are_refused() {
         assert!(Instant::now() < deadline, "valid pair never served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(original_key);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

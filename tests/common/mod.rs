@@ -292,3 +292,26 @@ pub fn pod_review(uid: &str, name: &str, claim: &str) -> serde_json::Value {
         claim.into();
     v
 }
+
+/// Polls `/metrics` until it contains `needle` (the reloader works on its own clock).
+pub async fn wait_for_metric(client: &reqwest::Client, addr: SocketAddr, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client
+            .get(url(addr, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} never appeared in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
