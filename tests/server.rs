@@ -151,10 +151,23 @@ async fn body_over_the_limit_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_are_dropped() {
-    let t = TestServer::start(engine(true)).await;
+    let t = TestServer::start_with(engine(true), |c| {
+        c.tls_handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
     let ca = t.ca.pem();
     let addr = t.addr;
-    let (partial_headers, headers_no_body) = tokio::task::spawn_blocking(move || {
+    let (silent, partial_headers, headers_no_body) = tokio::task::spawn_blocking(move || {
+        // TCP open, no TLS handshake at all.
+        use std::io::Read;
+        let started = Instant::now();
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut sink = Vec::new();
+        let closed = tcp.read_to_end(&mut sink).is_ok()
+            || started.elapsed() < Duration::from_secs(14);
+        let silent = (closed, started.elapsed());
+
         // Part of a request head, then silence.
         let started = Instant::now();
         let mut s = raw_tls(&ca, addr);
@@ -173,10 +186,15 @@ async fn stalled_clients_are_dropped() {
         .unwrap();
         s.flush().unwrap();
         let got = read_to_close(&mut s).expect("server closes the connection");
-        (first, (started.elapsed(), String::from_utf8_lossy(&got).into_owned()))
+        (
+            silent,
+            first,
+            (started.elapsed(), String::from_utf8_lossy(&got).into_owned()),
+        )
     })
     .await
     .unwrap();
+    assert!(silent.0 && silent.1 < Duration::from_secs(5), "{silent:?}");
     // request_timeout is 2 s in the tests; the reader gives up after 15 s.
     assert!(
         partial_headers.0 < Duration::from_secs(6),
