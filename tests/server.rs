@@ -588,3 +588,33 @@ fn root_store(ca_pem: &str) -> rustls::RootCertStore {
     }
     roots
 }
+
+/// ALPN offers h2 and http/1.1: an HTTP/2 client gets HTTP/2, the API
+/// server's HTTP/1.1 client gets HTTP/1.1, both on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_offers_h2_and_http11() {
+    let t = TestServer::start(engine(true)).await;
+    let ca = t.ca.pem();
+    for (alpn, want) in [
+        (
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            reqwest::Version::HTTP_2,
+        ),
+        (vec![b"http/1.1".to_vec()], reqwest::Version::HTTP_11),
+    ] {
+        let mut tls = rustls_client_config(&[&ca]);
+        tls.alpn_protocols = alpn;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve(HOST, t.addr)
+            .build()
+            .unwrap();
+        let resp = client
+            .get(format!("https://{HOST}:{}/healthz", t.addr.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), want);
+    }
+}

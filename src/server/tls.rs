@@ -197,7 +197,8 @@ impl CertFiles {
 }
 
 /// The server configuration: TLS 1.3 and 1.2 only, no client authentication,
-/// certificate from the resolver. actix-web adds the ALPN protocols itself.
+/// certificate from the resolver. actix-web adds the ALPN protocols itself
+/// (h2 and http/1.1, with its `http2` feature).
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, TlsError> {
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

@@ -1,6 +1,3 @@
-//! PENDING: rename to `certs_cli.rs` once main.rs wires `certs` and `serve`
-//! (cargo ignores this file until then). Checked against a stand-in server:
-//! the client side works; only the binary's subcommands are missing.
 //!
 //! The README's no-cert-manager path end to end: `claimguard certs` writes the
 //! files, `claimguard serve` loads them, and a client that trusts only the
