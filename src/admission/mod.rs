@@ -1,0 +1,276 @@
+//! The request path: AdmissionReview in, decision (with reservation) under
+//! the cluster lock, AdmissionReview out.
+
+mod review;
+
+pub use review::{parse_request, response_body, AdmissionRequest, ReviewError, API_VERSION};
+
+use crate::cluster::{
+    pod_claims, ClaimFacts, ClusterState, ClusterView, Consumer, LookupError, NamespaceMode,
+    SharedCluster, StorageClassFacts,
+};
+use crate::objects::{Kind, Object};
+use crate::policy::{self, Operation, Policy, Request, Verdict};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One finding as the server's metrics and logs see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingSummary {
+    pub rule: &'static str,
+    /// `deny`, `warn` or `audit`.
+    pub action: &'static str,
+}
+
+/// What happened to one request, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionSummary {
+    pub uid: String,
+    pub kind: String,
+    pub operation: String,
+    pub namespace: String,
+    pub name: String,
+    pub allowed: bool,
+    pub dry_run: bool,
+    pub findings: Vec<FindingSummary>,
+}
+
+#[derive(Debug)]
+pub struct Reviewed {
+    /// The serialized AdmissionReview response.
+    pub body: Vec<u8>,
+    pub summary: DecisionSummary,
+}
+
+pub struct Engine {
+    policy: ArcSwap<Policy>,
+    cluster: Arc<SharedCluster>,
+}
+
+/// The index as one request sees it: claims whose live lookup failed and a
+/// view that is not synced yet answer with a lookup error.
+struct RequestView<'a> {
+    state: &'a ClusterState,
+    not_ready: bool,
+    failed: &'a [(String, String)],
+}
+
+impl RequestView<'_> {
+    fn check(&self, namespace: &str, claim: &str) -> Result<(), LookupError> {
+        if self.not_ready {
+            return Err(LookupError::NotReady);
+        }
+        if let Some((_, reason)) = self.failed.iter().find(|(c, _)| c == claim) {
+            return Err(LookupError::Fetch {
+                namespace: namespace.to_string(),
+                name: claim.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ClusterView for RequestView<'_> {
+    fn claim(&self, namespace: &str, name: &str) -> Result<Option<ClaimFacts>, LookupError> {
+        self.check(namespace, name)?;
+        self.state.claim(namespace, name)
+    }
+    fn consumers(&self, namespace: &str, claim: &str) -> Result<Vec<Consumer<'_>>, LookupError> {
+        self.check(namespace, claim)?;
+        self.state.consumers(namespace, claim)
+    }
+    fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError> {
+        self.state.namespace_mode(namespace)
+    }
+    fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>> {
+        self.state.storage_class(name)
+    }
+    fn default_storage_class(&self) -> Option<StorageClassFacts<'_>> {
+        self.state.default_storage_class()
+    }
+}
+
+/// The claims an object's pods would use.
+fn referenced_claims(object: &Object) -> Vec<String> {
+    let spec = match object {
+        Object::Pod(p) => p.spec.as_ref(),
+        Object::Workload(Kind::CronJob, w) => w
+            .spec
+            .as_ref()
+            .and_then(|s| s.job_template.as_ref())
+            .and_then(|j| j.spec.as_ref())
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref()),
+        Object::Workload(_, w) => w
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref()),
+        _ => None,
+    };
+    spec.map(|s| {
+        pod_claims(s)
+            .into_iter()
+            .map(|(c, _)| c.to_string())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl Engine {
+    pub fn new(policy: Policy, cluster: Arc<SharedCluster>) -> Self {
+        Engine {
+            policy: ArcSwap::from_pointee(policy),
+            cluster,
+        }
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    pub fn cluster(&self) -> &Arc<SharedCluster> {
+        &self.cluster
+    }
+
+    /// Whole AdmissionReview v1 body in, serialized response out.
+    pub async fn review(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
+        let req = parse_request(body)?;
+        Ok(self.decide(req).await)
+    }
+
+    /// Decide about a parsed request: fetch unknown claims if a fetcher is
+    /// set, then decide and reserve in one step under the write lock.
+    pub async fn decide(&self, req: AdmissionRequest) -> Reviewed {
+        let policy = self.policy.load_full();
+        let mut summary = DecisionSummary {
+            uid: req.uid.clone(),
+            kind: req.kind_name.clone(),
+            operation: req.operation.clone(),
+            namespace: req.namespace.clone(),
+            name: req
+                .object
+                .as_ref()
+                .map(|o| o.metadata().display_name())
+                .unwrap_or_else(|| req.name.clone()),
+            allowed: true,
+            dry_run: req.dry_run,
+            findings: Vec::new(),
+        };
+        let Some(object) = &req.object else {
+            // A kind or operation claimguard does not judge: allowed without comment.
+            let body = response_body(&req.uid, true, None, &[], &Default::default());
+            return Reviewed { body, summary };
+        };
+        let namespace = object
+            .metadata()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| req.namespace.clone());
+        let not_ready = !self.cluster.is_synced();
+        let failed = if not_ready {
+            Vec::new()
+        } else {
+            self.fetch_missing(&namespace, object).await
+        };
+        let operation = Operation::parse(&req.operation);
+        let request = Request {
+            operation,
+            namespace: &namespace,
+            object,
+            old_object: req.old_object.as_ref(),
+        };
+        let stores = operation == Operation::Create
+            && !req.dry_run
+            && matches!(object, Object::Pod(_) | Object::PersistentVolumeClaim(_));
+        let verdict = if stores {
+            let mut state = self.cluster.write();
+            let ttl = self.cluster.reservation_ttl();
+            if ttl.is_some() {
+                state.expire_reservations(Instant::now());
+            }
+            let verdict = evaluate(&policy, &request, &state, not_ready, &failed);
+            if verdict.allowed {
+                match (object, ttl) {
+                    (Object::Pod(p), Some(ttl)) => state.reserve_pod(p, Instant::now() + ttl),
+                    // Snapshot mode: the server is the cluster, so it stores what it admits.
+                    (o, None) => state.apply_object(o),
+                    // Live mode: the PVC watch brings the claim.
+                    _ => {}
+                }
+            }
+            verdict
+        } else {
+            let state = self.cluster.read();
+            evaluate(&policy, &request, &state, not_ready, &failed)
+        };
+        summary.allowed = verdict.allowed;
+        summary.findings = verdict
+            .findings
+            .iter()
+            .map(|f| FindingSummary {
+                rule: f.rule.id(),
+                action: f.effect.metric_action(),
+            })
+            .collect();
+        let body = response_body(
+            &req.uid,
+            verdict.allowed,
+            verdict.denial.as_deref(),
+            &verdict.warnings,
+            &verdict.audit_annotations,
+        );
+        Reviewed { body, summary }
+    }
+
+    /// Live GETs for claims the view does not know (created a moment ago,
+    /// watch not caught up). Returns the claims whose lookup failed.
+    async fn fetch_missing(&self, namespace: &str, object: &Object) -> Vec<(String, String)> {
+        let Some(fetcher) = self.cluster.fetcher() else {
+            return Vec::new();
+        };
+        let missing: Vec<String> = {
+            let state = self.cluster.read();
+            referenced_claims(object)
+                .into_iter()
+                .filter(|c| matches!(state.claim(namespace, c), Ok(None)))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Vec::new();
+        }
+        let results =
+            futures::future::join_all(missing.iter().map(|c| fetcher.fetch(namespace, c))).await;
+        let mut failed = Vec::new();
+        let mut state = self.cluster.write();
+        for (claim, r) in missing.into_iter().zip(results) {
+            match r {
+                Ok(Some(pvc)) => state.apply_pvc(&pvc),
+                Ok(None) => {}
+                Err(reason) => failed.push((claim, reason)),
+            }
+        }
+        failed
+    }
+}
+
+fn evaluate(
+    policy: &Policy,
+    request: &Request<'_>,
+    state: &ClusterState,
+    not_ready: bool,
+    failed: &[(String, String)],
+) -> Verdict {
+    let view = RequestView {
+        state,
+        not_ready,
+        failed,
+    };
+    policy::evaluate(policy, request, &view)
+}

@@ -1,0 +1,85 @@
+//! The cluster view: who uses which claim, and the facts about claims,
+//! volumes, storage classes and namespaces that the rules need.
+//!
+//! `ClusterState` is the one index, fed by a snapshot file or by watchers;
+//! `ClusterView` is the read-only face the pure policy core sees.
+
+mod index;
+mod modes;
+mod shared;
+pub mod snapshot;
+
+pub use index::{pod_claims, ClusterState, Consumer, PodProjection};
+pub use modes::AccessModes;
+pub use shared::{ClaimFetcher, SharedCluster};
+pub use snapshot::{load_snapshot, SnapshotError};
+
+use std::fmt;
+
+/// Per-namespace mode from the label `claimguard.io/mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceMode {
+    Enforce,
+    Audit,
+    Off,
+}
+
+pub const MODE_LABEL: &str = "claimguard.io/mode";
+
+impl NamespaceMode {
+    pub fn from_label(v: &str) -> Option<NamespaceMode> {
+        match v {
+            "enforce" => Some(NamespaceMode::Enforce),
+            "audit" => Some(NamespaceMode::Audit),
+            "off" => Some(NamespaceMode::Off),
+            _ => None,
+        }
+    }
+}
+
+/// What is known about a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimFacts {
+    /// The bound PV's modes when the PV is known, else the PVC's own.
+    pub effective: AccessModes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageClassFacts<'a> {
+    pub name: &'a str,
+    pub provisioner: &'a str,
+}
+
+/// The cluster could not be read for this request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("the cluster view is not synced yet")]
+    NotReady,
+    #[error("could not read PersistentVolumeClaim {namespace}/{name}: {reason}")]
+    Fetch {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// Read-only view of the cluster for the policy core. Every lookup costs
+/// O(consumers of the claim), never O(pods).
+pub trait ClusterView {
+    fn claim(&self, namespace: &str, name: &str) -> Result<Option<ClaimFacts>, LookupError>;
+    /// Pods that use the claim now (not Succeeded/Failed), reservations included.
+    fn consumers(&self, namespace: &str, claim: &str) -> Result<Vec<Consumer<'_>>, LookupError>;
+    fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError>;
+    fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>>;
+    fn default_storage_class(&self) -> Option<StorageClassFacts<'_>>;
+}
+
+impl fmt::Display for NamespaceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NamespaceMode::Enforce => "enforce",
+            NamespaceMode::Audit => "audit",
+            NamespaceMode::Off => "off",
+        })
+    }
+}

@@ -1,0 +1,387 @@
+//! Reading manifests and snapshot files: YAML (one or many documents) or
+//! JSON, each document an object or a `kind: List` — exactly what
+//! `kubectl get pods,pvc,pv,storageclass,namespaces -A -o yaml` prints.
+
+use super::ClusterState;
+use crate::objects::{Kind, Object};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Largest file read; a cluster dump of 100k pods is well under this.
+pub const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: document {doc}: {reason}")]
+    Document {
+        path: String,
+        doc: usize,
+        reason: String,
+    },
+}
+
+/// One document of a manifest file, in file order. `object` is `None` for
+/// kinds claimguard neither judges nor stores (ConfigMap, Service, …).
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub path: String,
+    /// 1-based position in the file (items of a List count one each).
+    pub doc: usize,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub object: Option<Object>,
+}
+
+impl Document {
+    /// What `kubectl` prints before the name: `deployment.apps`, `configmap`.
+    pub fn kubectl_resource(&self) -> String {
+        if let Some(o) = &self.object {
+            return o.kind().kubectl_resource().to_string();
+        }
+        let group = self
+            .api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or("");
+        if group.is_empty() {
+            self.kind.to_lowercase()
+        } else {
+            format!("{}.{}", self.kind.to_lowercase(), group)
+        }
+    }
+}
+
+/// Read every document of `path`. A document without `kind`, or a known kind
+/// that does not have the shape of its kind, is an error naming the document.
+pub fn read_documents(path: &Path) -> Result<Vec<Document>, SnapshotError> {
+    let shown = path.display().to_string();
+    let read_err = |reason: String| SnapshotError::Read {
+        path: shown.clone(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| read_err(e.to_string()))?;
+    if meta.is_dir() {
+        return Err(read_err("is a directory".into()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(read_err(format!(
+            "file is {} bytes, more than the {} byte limit",
+            meta.len(),
+            MAX_FILE_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| read_err(format!("not UTF-8 text: {e}")))?;
+    parse_documents(&shown, text)
+}
+
+/// Parse manifest text (JSON or YAML) into documents.
+pub fn parse_documents(path: &str, text: &str) -> Result<Vec<Document>, SnapshotError> {
+    let values = parse_values(path, text)?;
+    let mut out = Vec::new();
+    let mut n = 0;
+    for (i, v) in values.into_iter().enumerate() {
+        let doc_err = |reason: String| SnapshotError::Document {
+            path: path.to_string(),
+            doc: i + 1,
+            reason,
+        };
+        if v.is_null() {
+            continue; // an empty YAML document (`---` at the end)
+        }
+        if !v.is_object() {
+            return Err(doc_err(
+                "not a Kubernetes object (expected a mapping)".into(),
+            ));
+        }
+        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind.is_empty() {
+            return Err(doc_err("has no kind".into()));
+        }
+        if kind == "List" || kind.ends_with("List") && v.get("items").is_some() {
+            let items = match v.get("items") {
+                Some(serde_json::Value::Array(items)) => items.as_slice(),
+                Some(serde_json::Value::Null) | None => &[],
+                Some(_) => return Err(doc_err("`items` of a List is not a list".into())),
+            };
+            // `kubectl get pods -o json` items carry their own kind; a typed
+            // list (`PodList`) may omit it, so fall back to the list's kind.
+            let item_kind = kind.strip_suffix("List").unwrap_or("");
+            for (j, item) in items.iter().enumerate() {
+                n += 1;
+                out.push(to_document(path, n, item, item_kind, &v).map_err(|reason| {
+                    SnapshotError::Document {
+                        path: path.to_string(),
+                        doc: i + 1,
+                        reason: format!("item {}: {reason}", j + 1),
+                    }
+                })?);
+            }
+        } else {
+            n += 1;
+            out.push(to_document(path, n, &v, "", &v).map_err(doc_err)?);
+        }
+    }
+    Ok(out)
+}
+
+fn to_document(
+    path: &str,
+    doc: usize,
+    v: &serde_json::Value,
+    fallback_kind: &str,
+    list: &serde_json::Value,
+) -> Result<Document, String> {
+    if !v.is_object() {
+        return Err("not a Kubernetes object (expected a mapping)".into());
+    }
+    let kind = v
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .filter(|k| !k.is_empty())
+        .unwrap_or(fallback_kind);
+    if kind.is_empty() {
+        return Err("has no kind".into());
+    }
+    let api_version = v
+        .get("apiVersion")
+        .and_then(|a| a.as_str())
+        .or_else(|| list.get("apiVersion").and_then(|a| a.as_str()))
+        .unwrap_or("");
+    let meta = v.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("")
+        .to_string();
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    let kind_enum = Kind::from_api_version(api_version, kind)
+        // `kind` alone is enough when apiVersion is missing from an item.
+        .or_else(|| api_version.is_empty().then(|| guess_kind(kind)).flatten());
+    let object = match kind_enum {
+        Some(k) => {
+            let shown = if name.is_empty() { "<unnamed>" } else { &name };
+            if name.is_empty() && meta.and_then(|m| m.get("generateName")).is_none() {
+                return Err(format!("{kind} has no metadata.name"));
+            }
+            let spec_required = matches!(k, Kind::Pod) || k.is_workload();
+            if spec_required && !v.get("spec").is_some_and(|s| s.is_object()) {
+                return Err(format!("{kind} {shown} has no spec"));
+            }
+            let has_containers = v
+                .pointer("/spec/containers")
+                .and_then(|c| c.as_array())
+                .is_some_and(|a| !a.is_empty());
+            if k == Kind::Pod && !has_containers {
+                return Err(format!("Pod {shown} has no containers"));
+            }
+            let mut o = Object::from_value(k, v).map_err(|e| format!("{kind} {shown}: {e}"))?;
+            if k.is_namespaced() && o.metadata().namespace.is_none() {
+                o.metadata_mut().namespace = Some("default".into());
+            }
+            Some(o)
+        }
+        None => None,
+    };
+    Ok(Document {
+        path: path.to_string(),
+        doc,
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        name,
+        namespace,
+        object,
+    })
+}
+
+fn guess_kind(kind: &str) -> Option<Kind> {
+    ["", "apps", "batch", "storage.k8s.io"]
+        .iter()
+        .find_map(|g| Kind::from_kind(g, kind))
+}
+
+/// Deepest flow nesting accepted. Real manifests stay under 20; libyaml
+/// spends quadratic time on deep flow collections before serde's recursion
+/// limit can stop it, so depth is checked first, in one linear pass.
+const MAX_NESTING: usize = 256;
+
+fn flow_depth_exceeds(text: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+fn parse_values(path: &str, text: &str) -> Result<Vec<serde_json::Value>, SnapshotError> {
+    if flow_depth_exceeds(text, MAX_NESTING) {
+        return Err(SnapshotError::Read {
+            path: path.to_string(),
+            reason: format!("nested deeper than {MAX_NESTING} levels"),
+        });
+    }
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        // JSON: one value, or a stream of values as `kubectl get -o json` of
+        // several resources sometimes prints. serde_json limits nesting to 128.
+        let mut out = Vec::new();
+        let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+        for (i, v) in stream.enumerate() {
+            let v = v.map_err(|e| SnapshotError::Document {
+                path: path.to_string(),
+                doc: i + 1,
+                reason: format!("invalid JSON: {e}"),
+            })?;
+            match v {
+                serde_json::Value::Array(items) => out.extend(items),
+                v => out.push(v),
+            }
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let v = serde_json::Value::deserialize(de).map_err(|e| SnapshotError::Document {
+            path: path.to_string(),
+            doc: i + 1,
+            reason: format!("invalid YAML: {}", one_line(&e.to_string())),
+        })?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Build a cluster state from snapshot files. Unknown kinds are ignored.
+pub fn load_snapshot(paths: &[PathBuf]) -> Result<ClusterState, SnapshotError> {
+    let mut state = ClusterState::new();
+    for p in paths {
+        for d in read_documents(p)? {
+            if let Some(o) = &d.object {
+                state.apply_object(o);
+            }
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterView;
+
+    #[test]
+    fn yaml_list_and_multi_doc() {
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: a, namespace: default}
+  spec:
+    nodeName: n1
+    containers: [{name: c, image: x}]
+    volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: cm}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: default}
+spec: {accessModes: [ReadWriteOncePod]}
+---
+"#;
+        let docs = parse_documents("t.yaml", text).unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].kubectl_resource(), "configmap");
+        assert!(docs[1].object.is_none());
+        let mut s = ClusterState::new();
+        for d in &docs {
+            if let Some(o) = &d.object {
+                s.apply_object(o);
+            }
+        }
+        assert_eq!(s.consumers("default", "data").unwrap().len(), 1);
+        assert!(s
+            .claim("default", "data")
+            .unwrap()
+            .unwrap()
+            .effective
+            .is_rwop());
+    }
+
+    #[test]
+    fn json_list() {
+        let text = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x","labels":{"claimguard.io/mode":"audit"}}}]}"#;
+        let docs = parse_documents("t.json", text).unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].kind, "Namespace");
+    }
+
+    #[test]
+    fn bad_input_is_a_one_line_error() {
+        let cases = [
+            ("kind: Pod\nmetadata: {name: [unclosed", "invalid YAML"),
+            ("{\"kind\": ", "invalid JSON"),
+            ("apiVersion: v1\nmetadata: {name: a}\n", "has no kind"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n", "has no spec"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: []}\n", "no containers"),
+            ("- 1\n- 2\n", "expected a mapping"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c}], volumes: 3}\n", "Pod a"),
+        ];
+        for (text, want) in cases {
+            let err = parse_documents("f.yaml", text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+            assert!(!err.contains('\n'), "{err:?} is not one line");
+            assert!(err.starts_with("f.yaml"), "{err:?} names the file");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_documents("d.json", &deep_json).is_err());
+        let deep_yaml = format!(
+            "kind: Pod\nx: {}1{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(parse_documents("d.yaml", &deep_yaml).is_err());
+    }
+
+    #[test]
+    fn yaml_alias_bomb_is_refused() {
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let mut prev = 'a';
+        for c in 'b'..='j' {
+            text.push_str(&format!("{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+            prev = c;
+        }
+        text.push_str("kind: Pod\n");
+        assert!(parse_documents("bomb.yaml", &text).is_err());
+    }
+}

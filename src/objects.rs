@@ -1,0 +1,501 @@
+//! Narrow serde views of the Kubernetes objects claimguard reads.
+//!
+//! Only the fields a rule or the index needs are declared; serde skips the
+//! rest without building a tree, which is what keeps an AdmissionReview parse
+//! cheap (a full `Pod` carries managedFields, status conditions, env, probes…).
+//! Every field defaults, so a partial object still parses; structural checks
+//! that matter to the user ("a pod without spec") are made by the caller.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub generate_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub labels: BTreeMap<String, String>,
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+}
+
+impl ObjectMeta {
+    /// The name to show a person: a pod created with only `generateName`
+    /// has no name yet when a webhook sees it.
+    pub fn display_name(&self) -> String {
+        if !self.name.is_empty() {
+            self.name.clone()
+        } else if !self.generate_name.is_empty() {
+            format!("{}<generated>", self.generate_name)
+        } else {
+            "<unnamed>".to_string()
+        }
+    }
+}
+
+/// `null` in YAML/JSON for a map or list means "empty", as the API server treats it.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Pod {
+    pub metadata: ObjectMeta,
+    pub spec: Option<PodSpec>,
+    pub status: Option<PodStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodStatus {
+    pub phase: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodSpec {
+    #[serde(deserialize_with = "null_as_default")]
+    pub volumes: Vec<Volume>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub containers: Vec<Container>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub init_containers: Vec<Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Volume {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PvcVolumeSource>,
+    /// Generic ephemeral volume: its claim belongs to this pod alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PvcVolumeSource {
+    pub claim_name: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Container {
+    #[serde(deserialize_with = "null_as_default")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeMount {
+    pub name: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Affinity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_affinity: Option<NodeAffinity>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeAffinity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_during_scheduling_ignored_during_execution: Option<NodeSelector>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeSelector {
+    #[serde(deserialize_with = "null_as_default")]
+    pub node_selector_terms: Vec<NodeSelectorTerm>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeSelectorTerm {
+    #[serde(deserialize_with = "null_as_default")]
+    pub match_expressions: Vec<NodeSelectorRequirement>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub match_fields: Vec<NodeSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PersistentVolumeClaim {
+    pub metadata: ObjectMeta,
+    pub spec: Option<PvcSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PvcSpec {
+    #[serde(deserialize_with = "null_as_default")]
+    pub access_modes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PersistentVolume {
+    pub metadata: ObjectMeta,
+    pub spec: Option<PvSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PvSpec {
+    #[serde(deserialize_with = "null_as_default")]
+    pub access_modes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_ref: Option<ObjectReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectReference {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StorageClass {
+    pub metadata: ObjectMeta,
+    pub provisioner: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Namespace {
+    pub metadata: ObjectMeta,
+}
+
+/// `spec.template` of every pod-owning workload.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodTemplate {
+    pub metadata: ObjectMeta,
+    pub spec: Option<PodSpec>,
+}
+
+/// `intstr.IntOrString` as the API accepts it: `1`, `"1"` or `"25%"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    Int(i64),
+    String(String),
+}
+
+/// Deployment, ReplicaSet, ReplicationController, StatefulSet, DaemonSet and
+/// Job share this shape for what the rules read; kind-specific fields are
+/// optional. CronJob nests the same under `spec.jobTemplate.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Workload {
+    pub metadata: ObjectMeta,
+    pub spec: Option<WorkloadSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkloadSpec {
+    pub replicas: Option<i64>,
+    pub parallelism: Option<i64>,
+    pub template: Option<PodTemplate>,
+    pub strategy: Option<DeploymentStrategy>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub volume_claim_templates: Vec<ClaimTemplate>,
+    // CronJob
+    pub concurrency_policy: Option<String>,
+    pub job_template: Option<Box<JobTemplate>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobTemplate {
+    pub spec: Option<WorkloadSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClaimTemplate {
+    pub metadata: ObjectMeta,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeploymentStrategy {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RollingUpdate {
+    pub max_surge: Option<IntOrString>,
+    pub max_unavailable: Option<IntOrString>,
+}
+
+/// The kinds claimguard judges or stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Pod,
+    PersistentVolumeClaim,
+    PersistentVolume,
+    StorageClass,
+    Namespace,
+    Deployment,
+    ReplicaSet,
+    ReplicationController,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+}
+
+impl Kind {
+    /// From `kind` plus the group of `apiVersion` (`apps/v1` → `apps`).
+    pub fn from_kind(group: &str, kind: &str) -> Option<Kind> {
+        Some(match (group, kind) {
+            ("", "Pod") => Kind::Pod,
+            ("", "PersistentVolumeClaim") => Kind::PersistentVolumeClaim,
+            ("", "PersistentVolume") => Kind::PersistentVolume,
+            ("", "Namespace") => Kind::Namespace,
+            ("", "ReplicationController") => Kind::ReplicationController,
+            ("storage.k8s.io", "StorageClass") => Kind::StorageClass,
+            ("apps", "Deployment") => Kind::Deployment,
+            ("apps", "ReplicaSet") => Kind::ReplicaSet,
+            ("apps", "StatefulSet") => Kind::StatefulSet,
+            ("apps", "DaemonSet") => Kind::DaemonSet,
+            ("batch", "Job") => Kind::Job,
+            ("batch", "CronJob") => Kind::CronJob,
+            _ => return None,
+        })
+    }
+
+    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        Kind::from_kind(group, kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pod => "Pod",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::PersistentVolume => "PersistentVolume",
+            Kind::StorageClass => "StorageClass",
+            Kind::Namespace => "Namespace",
+            Kind::Deployment => "Deployment",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::ReplicationController => "ReplicationController",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
+        }
+    }
+
+    /// What `kubectl apply` prints before the name: `deployment.apps/web`.
+    pub fn kubectl_resource(self) -> &'static str {
+        match self {
+            Kind::Pod => "pod",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaim",
+            Kind::PersistentVolume => "persistentvolume",
+            Kind::StorageClass => "storageclass.storage.k8s.io",
+            Kind::Namespace => "namespace",
+            Kind::Deployment => "deployment.apps",
+            Kind::ReplicaSet => "replicaset.apps",
+            Kind::ReplicationController => "replicationcontroller",
+            Kind::StatefulSet => "statefulset.apps",
+            Kind::DaemonSet => "daemonset.apps",
+            Kind::Job => "job.batch",
+            Kind::CronJob => "cronjob.batch",
+        }
+    }
+
+    pub fn is_workload(self) -> bool {
+        matches!(
+            self,
+            Kind::Deployment
+                | Kind::ReplicaSet
+                | Kind::ReplicationController
+                | Kind::StatefulSet
+                | Kind::DaemonSet
+                | Kind::Job
+                | Kind::CronJob
+        )
+    }
+
+    pub fn is_namespaced(self) -> bool {
+        !matches!(
+            self,
+            Kind::PersistentVolume | Kind::StorageClass | Kind::Namespace
+        )
+    }
+}
+
+/// A parsed object of a kind claimguard knows. Short-lived (one request,
+/// one document), so variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Pod(Pod),
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    PersistentVolume(PersistentVolume),
+    StorageClass(StorageClass),
+    Namespace(Namespace),
+    Workload(Kind, Workload),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Pod(_) => Kind::Pod,
+            Object::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
+            Object::PersistentVolume(_) => Kind::PersistentVolume,
+            Object::StorageClass(_) => Kind::StorageClass,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Workload(k, _) => *k,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Pod(o) => &o.metadata,
+            Object::PersistentVolumeClaim(o) => &o.metadata,
+            Object::PersistentVolume(o) => &o.metadata,
+            Object::StorageClass(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+            Object::Workload(_, o) => &o.metadata,
+        }
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Pod(o) => &mut o.metadata,
+            Object::PersistentVolumeClaim(o) => &mut o.metadata,
+            Object::PersistentVolume(o) => &mut o.metadata,
+            Object::StorageClass(o) => &mut o.metadata,
+            Object::Namespace(o) => &mut o.metadata,
+            Object::Workload(_, o) => &mut o.metadata,
+        }
+    }
+
+    /// Parse `value` as `kind`. Errors carry serde's one-line reason.
+    pub fn from_value(kind: Kind, value: &serde_json::Value) -> Result<Object, serde_json::Error> {
+        use serde::de::Deserialize as _;
+        Ok(match kind {
+            Kind::Pod => Object::Pod(Pod::deserialize(value)?),
+            Kind::PersistentVolumeClaim => {
+                Object::PersistentVolumeClaim(PersistentVolumeClaim::deserialize(value)?)
+            }
+            Kind::PersistentVolume => {
+                Object::PersistentVolume(PersistentVolume::deserialize(value)?)
+            }
+            Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(value)?),
+            Kind::Namespace => Object::Namespace(Namespace::deserialize(value)?),
+            k => Object::Workload(k, Workload::deserialize(value)?),
+        })
+    }
+
+    /// Parse raw JSON bytes as `kind` without building a JSON tree.
+    pub fn from_slice(kind: Kind, bytes: &[u8]) -> Result<Object, serde_json::Error> {
+        Ok(match kind {
+            Kind::Pod => Object::Pod(serde_json::from_slice(bytes)?),
+            Kind::PersistentVolumeClaim => {
+                Object::PersistentVolumeClaim(serde_json::from_slice(bytes)?)
+            }
+            Kind::PersistentVolume => Object::PersistentVolume(serde_json::from_slice(bytes)?),
+            Kind::StorageClass => Object::StorageClass(serde_json::from_slice(bytes)?),
+            Kind::Namespace => Object::Namespace(serde_json::from_slice(bytes)?),
+            k => Object::Workload(k, serde_json::from_slice(bytes)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_from_api_version() {
+        assert_eq!(Kind::from_api_version("v1", "Pod"), Some(Kind::Pod));
+        assert_eq!(
+            Kind::from_api_version("apps/v1", "Deployment"),
+            Some(Kind::Deployment)
+        );
+        assert_eq!(
+            Kind::from_api_version("batch/v1", "CronJob"),
+            Some(Kind::CronJob)
+        );
+        assert_eq!(Kind::from_api_version("v1", "Deployment"), None);
+        assert_eq!(Kind::from_api_version("v1", "ConfigMap"), None);
+    }
+
+    #[test]
+    fn nulls_are_empty() {
+        let p: Pod = serde_json::from_str(
+            r#"{"metadata":{"name":"a","labels":null},"spec":{"volumes":null,"containers":[{"volumeMounts":null}]}}"#,
+        )
+        .unwrap();
+        assert!(p.spec.unwrap().volumes.is_empty());
+    }
+
+    #[test]
+    fn int_or_string() {
+        let r: RollingUpdate =
+            serde_json::from_str(r#"{"maxSurge":"25%","maxUnavailable":0}"#).unwrap();
+        assert_eq!(r.max_surge, Some(IntOrString::String("25%".into())));
+        assert_eq!(r.max_unavailable, Some(IntOrString::Int(0)));
+    }
+}

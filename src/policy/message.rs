@@ -1,0 +1,98 @@
+//! Wording shared by the rules. A message is one line: `[rule-id]`, the
+//! claim and its access mode, the pods in the way with their nodes, and
+//! what to do.
+
+use crate::cluster::Consumer;
+
+/// The API server truncates each warning past 256 characters.
+pub const MAX_WARNING_CHARS: usize = 255;
+
+/// Pods named in one message before "and N more".
+const MAX_LISTED: usize = 3;
+
+/// `default/pod-a on node worker-1` or `default/pod-a (not scheduled yet)`.
+pub fn pod_at(c: &Consumer<'_>) -> String {
+    match c.node {
+        Some(n) => format!("{}/{} on node {n}", c.namespace, c.name),
+        None => format!("{}/{} (not scheduled yet)", c.namespace, c.name),
+    }
+}
+
+/// `pod default/a on node n1` / `pods default/a on node n1, default/b on node n2 and 3 more`.
+pub fn pods_at(cs: &[Consumer<'_>]) -> String {
+    let listed: Vec<String> = cs.iter().take(MAX_LISTED).map(pod_at).collect();
+    let more = cs.len().saturating_sub(MAX_LISTED);
+    let noun = if cs.len() == 1 { "pod" } else { "pods" };
+    if more > 0 {
+        format!("{noun} {} and {more} more", listed.join(", "))
+    } else {
+        format!("{noun} {}", listed.join(", "))
+    }
+}
+
+/// Cut a warning to what the API server passes through, on a char boundary,
+/// and flatten anything that is not a valid header character.
+pub fn fit_warning(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    // Counted in bytes, which is stricter than characters for any text.
+    if clean.len() <= MAX_WARNING_CHARS {
+        return clean;
+    }
+    let mut cut = MAX_WARNING_CHARS - 3;
+    while !clean.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &clean[..cut])
+}
+
+/// One line, whatever the input: denials go into a JSON string the API
+/// server shows as is, and a newline there breaks `kubectl` output.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c<'a>(name: &'a str, node: Option<&'a str>) -> Consumer<'a> {
+        Consumer {
+            namespace: "default",
+            name,
+            uid: None,
+            node,
+            terminating: false,
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn lists() {
+        assert_eq!(pods_at(&[c("a", Some("n1"))]), "pod default/a on node n1");
+        assert_eq!(
+            pods_at(&[c("a", Some("n1")), c("b", None)]),
+            "pods default/a on node n1, default/b (not scheduled yet)"
+        );
+        let many: Vec<_> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|n| c(n, None))
+            .collect();
+        assert!(pods_at(&many).ends_with("and 2 more"));
+    }
+
+    #[test]
+    fn fits() {
+        let long = "x".repeat(400) + "\n";
+        let f = fit_warning(&long);
+        assert_eq!(f.len(), MAX_WARNING_CHARS);
+        assert!(f.ends_with("..."));
+        assert!(!fit_warning("a\nb").contains('\n'));
+        let multibyte = "é".repeat(300);
+        assert!(fit_warning(&multibyte).len() <= MAX_WARNING_CHARS);
+    }
+}

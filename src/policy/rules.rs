@@ -1,0 +1,424 @@
+//! The rules. Each looks at one object and the cluster view and reports raw
+//! findings; turning them into deny/warn/audit is `evaluate`'s job.
+
+use super::message::pods_at;
+use super::{Policy, RawFinding, Rule};
+use crate::cluster::{pod_claims, AccessModes, ClusterView, Consumer, LookupError};
+use crate::objects::{self, IntOrString, Kind, ObjectMeta, PodSpec, Workload};
+
+pub const ALLOW_SHARED_WRITERS: &str = "claimguard.io/allow-shared-writers";
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+fn lookup_finding(claim: &str, e: &LookupError, policy: &Policy) -> RawFinding {
+    let outcome = match policy.action(Rule::LookupError) {
+        super::Action::Deny => "refused (onLookupError: deny)",
+        _ => "allowed without checks (onLookupError: allow)",
+    };
+    RawFinding::new(
+        Rule::LookupError,
+        claim,
+        format!("could not check PersistentVolumeClaim \"{claim}\": {e}; {outcome}"),
+    )
+}
+
+/// Does this pod conflict with itself? Same uid, or same namespace/name.
+fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
+    if let (Some(a), Some(b)) = (c.uid, meta.uid.as_deref()) {
+        if !b.is_empty() && a == b {
+            return true;
+        }
+    }
+    !meta.name.is_empty() && c.name == meta.name
+}
+
+/// Where a pod may run, as far as hostnames go.
+struct Pin<'a>(&'a PodSpec);
+
+impl Pin<'_> {
+    fn allows(&self, node: &str) -> bool {
+        let s = self.0;
+        if let Some(n) = s.node_name.as_deref().filter(|n| !n.is_empty()) {
+            if n != node {
+                return false;
+            }
+        }
+        if let Some(h) = s.node_selector.get(HOSTNAME_LABEL) {
+            if h != node {
+                return false;
+            }
+        }
+        let terms = s
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|r| r.node_selector_terms.as_slice())
+            .unwrap_or_default();
+        // Terms are ORed; expressions within a term are ANDed. Expressions on
+        // other keys may or may not match this node, so they never exclude it.
+        terms.is_empty() || terms.iter().any(|t| term_allows(t, node))
+    }
+
+    fn describe(&self) -> String {
+        let s = self.0;
+        if let Some(n) = s.node_name.as_deref().filter(|n| !n.is_empty()) {
+            format!("pinned to node {n}")
+        } else if let Some(h) = s.node_selector.get(HOSTNAME_LABEL) {
+            format!("pinned to node {h} by its nodeSelector")
+        } else {
+            "kept off that node by its required node affinity".to_string()
+        }
+    }
+}
+
+fn term_allows(t: &objects::NodeSelectorTerm, node: &str) -> bool {
+    let hostname = t
+        .match_expressions
+        .iter()
+        .filter(|e| e.key == HOSTNAME_LABEL);
+    let name_field = t.match_fields.iter().filter(|e| e.key == "metadata.name");
+    hostname
+        .chain(name_field)
+        .all(|e| match e.operator.as_str() {
+            "In" => e.values.iter().any(|v| v == node),
+            "NotIn" => !e.values.iter().any(|v| v == node),
+            "DoesNotExist" => false, // every node has a hostname label
+            _ => true,
+        })
+}
+
+// ---- Pod CREATE -------------------------------------------------------------
+
+pub fn pod(
+    policy: &Policy,
+    ns: &str,
+    pod: &objects::Pod,
+    view: &dyn ClusterView,
+    out: &mut Vec<RawFinding>,
+) {
+    let Some(spec) = &pod.spec else { return };
+    let allow_shared = pod
+        .metadata
+        .annotations
+        .get(ALLOW_SHARED_WRITERS)
+        .map(String::as_str)
+        == Some("true");
+    let pin = Pin(spec);
+    for (claim, read_only) in pod_claims(spec) {
+        let modes = match view.claim(ns, claim) {
+            Err(e) => {
+                out.push(lookup_finding(claim, &e, policy));
+                continue;
+            }
+            Ok(None) => {
+                out.push(RawFinding::new(
+                    Rule::ClaimNotFound,
+                    claim,
+                    format!(
+                        "PersistentVolumeClaim \"{claim}\" does not exist in namespace {ns}; the pod will stay Pending until it is created: check the claimName or create the claim first"
+                    ),
+                ));
+                continue;
+            }
+            Ok(Some(f)) => f.effective,
+        };
+        if !modes.is_rwop() && !modes.is_single_node() {
+            continue;
+        }
+        let consumers = match view.consumers(ns, claim) {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(lookup_finding(claim, &e, policy));
+                continue;
+            }
+        };
+        let (terminating, active): (Vec<Consumer<'_>>, Vec<Consumer<'_>>) = consumers
+            .into_iter()
+            .filter(|c| !is_self(c, &pod.metadata))
+            .partition(|c| c.terminating);
+        if modes.is_rwop() {
+            if !active.is_empty() {
+                let that = if active.len() == 1 {
+                    "that pod"
+                } else {
+                    "those pods"
+                };
+                out.push(RawFinding::new(
+                    Rule::RwopExclusive,
+                    claim,
+                    format!(
+                        "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod and already used by {}; delete {that} first or use another claim",
+                        pods_at(&active)
+                    ),
+                ));
+            } else if !terminating.is_empty() {
+                out.push(RawFinding::new(
+                    Rule::RwopTerminatingHolder,
+                    claim,
+                    format!(
+                        "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod and still held by terminating {}; this pod will wait until it is gone",
+                        pods_at(&terminating)
+                    ),
+                ));
+            }
+            continue;
+        }
+        // Single-node (ReadWriteOnce): attached to one node at a time.
+        let blocked: Vec<Consumer<'_>> = active
+            .iter()
+            .filter(|c| c.node.is_some_and(|n| !pin.allows(n)))
+            .copied()
+            .collect();
+        if let Some(first) = blocked.first() {
+            let node = first.node.unwrap_or_default();
+            out.push(RawFinding::new(
+                Rule::RwoCrossNode,
+                claim,
+                format!(
+                    "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce and already used by {}, but this pod is {}: it can never attach (Multi-Attach error); run it on {node}, stop {}, or use a ReadWriteMany claim",
+                    pods_at(&blocked),
+                    pin.describe(),
+                    if blocked.len() == 1 { first.name } else { "those pods" }
+                ),
+            ));
+            continue;
+        }
+        if read_only || allow_shared {
+            continue;
+        }
+        let writers: Vec<Consumer<'_>> = active.iter().filter(|c| !c.read_only).copied().collect();
+        if let Some(first) = writers.first() {
+            let place = match first.node {
+                Some(n) => format!("this pod must share {n}"),
+                None => "this pod must share its node".to_string(),
+            };
+            out.push(RawFinding::new(
+                Rule::RwoSharedWriter,
+                claim,
+                format!(
+                    "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce and written by {}; {place} and write too: mount it readOnly or annotate {ALLOW_SHARED_WRITERS}",
+                    pods_at(&writers)
+                ),
+            ));
+        }
+    }
+}
+
+// ---- PersistentVolumeClaim CREATE ------------------------------------------
+
+pub fn pvc(
+    policy: &Policy,
+    ns: &str,
+    pvc: &objects::PersistentVolumeClaim,
+    view: &dyn ClusterView,
+    out: &mut Vec<RawFinding>,
+) {
+    let name = pvc.metadata.name.as_str();
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let modes = AccessModes::from_names(&spec.access_modes);
+    if modes.is_rwop() {
+        match view.consumers(ns, name) {
+            Err(e) => out.push(lookup_finding(name, &e, policy)),
+            Ok(cs) => {
+                let active: Vec<Consumer<'_>> = cs.into_iter().filter(|c| !c.terminating).collect();
+                if active.len() >= 2 {
+                    out.push(RawFinding::new(
+                        Rule::RwopExclusive,
+                        name,
+                        format!(
+                            "PersistentVolumeClaim \"{name}\" is ReadWriteOncePod but {} already reference it and only one can ever start; remove all but one or use ReadWriteMany",
+                            pods_at(&active)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let class = match spec.storage_class_name.as_deref() {
+        Some("") => None, // explicitly no class: static binding
+        Some(c) => view.storage_class(c),
+        None => view.default_storage_class(),
+    };
+    let Some(class) = class else { return };
+    let multi = modes.multi_node();
+    if !multi.is_empty() && policy.is_block_only(class.provisioner) {
+        out.push(RawFinding::new(
+            Rule::PvcModeUnsupported,
+            name,
+            format!(
+                "PersistentVolumeClaim \"{name}\" asks for {multi} but StorageClass \"{}\" uses provisioner {}, which only serves single-node block volumes; it will stay Pending: use ReadWriteOnce or a shared-filesystem class",
+                class.name, class.provisioner
+            ),
+        ));
+    }
+    if modes.is_rwop() && class.provisioner.starts_with("kubernetes.io/") {
+        out.push(RawFinding::new(
+            Rule::PvcModeUnsupported,
+            name,
+            format!(
+                "PersistentVolumeClaim \"{name}\" asks for ReadWriteOncePod but StorageClass \"{}\" uses in-tree provisioner {}; ReadWriteOncePod needs a CSI driver: use a CSI StorageClass",
+                class.name, class.provisioner
+            ),
+        ));
+    }
+}
+
+// ---- Workloads ----------------------------------------------------------------
+
+/// How many pods of the template can run at once, when more than one can.
+fn concurrent_pods(kind: Kind, spec: &objects::WorkloadSpec) -> Option<String> {
+    match kind {
+        Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController | Kind::StatefulSet => {
+            let r = spec.replicas.unwrap_or(1);
+            (r > 1).then(|| format!("runs {r} replicas"))
+        }
+        Kind::DaemonSet => Some("runs a pod on every node it selects".into()),
+        Kind::Job => {
+            let p = spec.parallelism.unwrap_or(1);
+            (p > 1).then(|| format!("runs {p} pods at once (parallelism)"))
+        }
+        Kind::CronJob => {
+            let job = spec.job_template.as_ref().and_then(|j| j.spec.as_ref());
+            let p = job.and_then(|j| j.parallelism).unwrap_or(1);
+            if p > 1 {
+                Some(format!("runs {p} pods at once (parallelism)"))
+            } else if spec.concurrency_policy.as_deref().unwrap_or("Allow") == "Allow" {
+                Some("lets runs overlap (concurrencyPolicy: Allow)".into())
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn single_pod_remedy(kind: Kind) -> &'static str {
+    match kind {
+        Kind::DaemonSet => "use a Deployment with replicas: 1, or a ReadWriteMany claim",
+        Kind::Job => "set parallelism: 1, or give each pod its own claim",
+        Kind::CronJob => "set concurrencyPolicy: Forbid and parallelism: 1",
+        Kind::StatefulSet => "set replicas: 1, or move the claim into volumeClaimTemplates",
+        _ => "set replicas: 1, or use a StatefulSet with volumeClaimTemplates",
+    }
+}
+
+/// maxSurge as the Deployment controller resolves it: percentages of the
+/// desired replicas round up; the default is 25%.
+pub fn effective_max_surge(spec: &objects::WorkloadSpec) -> i64 {
+    let replicas = spec.replicas.unwrap_or(1).max(0);
+    let surge = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_surge.clone())
+        .unwrap_or(IntOrString::String("25%".into()));
+    match surge {
+        IntOrString::Int(n) => n,
+        IntOrString::String(s) => match s.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<i64>()
+                .map(|p| (replicas * p + 99) / 100)
+                .unwrap_or(1),
+            None => s.trim().parse::<i64>().unwrap_or(1),
+        },
+    }
+}
+
+pub fn workload(
+    policy: &Policy,
+    ns: &str,
+    kind: Kind,
+    w: &Workload,
+    view: &dyn ClusterView,
+    out: &mut Vec<RawFinding>,
+) {
+    let Some(spec) = &w.spec else { return };
+    let template_spec = if kind == Kind::CronJob {
+        spec.job_template
+            .as_ref()
+            .and_then(|j| j.spec.as_ref())
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref())
+    } else {
+        spec.template.as_ref().and_then(|t| t.spec.as_ref())
+    };
+    let Some(pod_spec) = template_spec else {
+        return;
+    };
+    // volumeClaimTemplates give each replica its own claim: a template volume
+    // of the same name is replaced per pod and never shared.
+    let own: Vec<&str> = spec
+        .volume_claim_templates
+        .iter()
+        .map(|t| t.metadata.name.as_str())
+        .collect();
+    let mut shared = pod_spec.clone();
+    shared.volumes.retain(|v| !own.contains(&v.name.as_str()));
+    let name = w.metadata.display_name();
+    let kname = kind.as_str();
+    let many = concurrent_pods(kind, spec);
+    let rolling = kind == Kind::Deployment
+        && spec
+            .strategy
+            .as_ref()
+            .and_then(|s| s.type_.as_deref())
+            .unwrap_or("RollingUpdate")
+            == "RollingUpdate";
+    for (claim, _) in pod_claims(&shared) {
+        let modes = match view.claim(ns, claim) {
+            Err(e) => {
+                out.push(lookup_finding(claim, &e, policy));
+                continue;
+            }
+            Ok(None) => {
+                out.push(RawFinding::new(
+                    Rule::ClaimNotFound,
+                    claim,
+                    format!(
+                        "PersistentVolumeClaim \"{claim}\" used by {kname} \"{name}\" does not exist in namespace {ns}; its pods will stay Pending until it is created"
+                    ),
+                ));
+                continue;
+            }
+            Ok(Some(f)) => f.effective,
+        };
+        if let Some(many) = &many {
+            if modes.is_rwop() {
+                out.push(RawFinding::new(
+                    Rule::WorkloadRwopReplicas,
+                    claim,
+                    format!(
+                        "{kname} \"{name}\" {many} but PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod: only one pod can ever use it and the rest stay Pending; {}",
+                        single_pod_remedy(kind)
+                    ),
+                ));
+            } else if modes.is_single_node() {
+                out.push(RawFinding::new(
+                    Rule::WorkloadRwoReplicas,
+                    claim,
+                    format!(
+                        "{kname} \"{name}\" {many} but PersistentVolumeClaim \"{claim}\" is ReadWriteOnce: pods on other nodes hang with Multi-Attach errors; {}",
+                        single_pod_remedy(kind)
+                    ),
+                ));
+            }
+        }
+        if rolling && (modes.is_rwop() || modes.is_single_node()) {
+            let surge = effective_max_surge(spec);
+            if surge >= 1 {
+                out.push(RawFinding::new(
+                    Rule::RolloutDeadlock,
+                    claim,
+                    format!(
+                        "Deployment \"{name}\" uses {} PersistentVolumeClaim \"{claim}\" with RollingUpdate maxSurge {surge}: its next rollout can hang (the new pod waits for the old one); set strategy.type: Recreate or rollingUpdate.maxSurge: 0",
+                        modes.headline()
+                    ),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `claimguard check` as a process, against the examples and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn claimguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_claimguard"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("CLAIMGUARD_SNAPSHOT")
+        .env_remove("CLAIMGUARD_POLICY")
+        .output()
+        .expect("run claimguard")
+}
+
+fn expected(name: &str) -> (String, i32) {
+    let dir = root().join("examples/expected");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
+    let code = std::fs::read_to_string(dir.join(format!("{name}.exit"))).unwrap();
+    (text, code.trim().parse().unwrap())
+}
+
+#[test]
+fn every_scenario_prints_what_kubectl_would() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("examples/scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let rel = format!("examples/scenarios/{name}.yaml");
+        let out = claimguard(&["check", "--snapshot", "examples/cluster.yaml", &rel]);
+        let (text, code) = expected(&name);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{name}");
+        assert_eq!(out.status.code(), Some(code), "{name}");
+        n += 1;
+    }
+    assert!(n >= 9);
+}
+
+#[test]
+fn a_directory_is_applied_in_order_and_state_carries_over() {
+    let out = claimguard(&[
+        "check",
+        "--snapshot",
+        "examples/cluster.yaml",
+        "examples/scenarios/",
+    ]);
+    let (text, code) = expected("all");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+    assert_eq!(out.status.code(), Some(code));
+    assert_eq!(code, 1);
+    // writer-b, admitted first, is named in writer-c's denial.
+    assert!(
+        text.contains("shop/writer-b on node worker-1, but this pod is pinned to node worker-2")
+    );
+}
+
+#[test]
+fn expected_verdicts_of_the_examples() {
+    let line = |name: &str| expected(name).0;
+    assert!(line("01-rwo-same-node").starts_with("Warning: [rwo-shared-writer] "));
+    assert!(line("02-rwo-other-node").contains("denied the request: [rwo-cross-node] "));
+    assert!(line("03-rwop-second-pod").contains("[rwop-exclusive] PersistentVolumeClaim \"pg-data\" is ReadWriteOncePod and already used by pod shop/postgres-0 on node worker-1"));
+    assert!(
+        line("04-deployment-replicas").contains("denied the request: [workload-rwop-replicas] ")
+    );
+    assert!(line("05-rolling-update").starts_with("Warning: [rollout-deadlock] "));
+    assert_eq!(line("06-recreate"), "deployment.apps/ledger created\n");
+    assert_eq!(line("07-statefulset"), "statefulset.apps/pg created\n");
+    assert!(
+        line("08-rwx-on-ebs").contains("[pvc-mode-unsupported]")
+            && line("08-rwx-on-ebs").contains("ebs.csi.aws.com")
+    );
+    assert!(line("09-audit-namespace")
+        .starts_with("Warning: [rwop-exclusive] not enforced (audit mode): "));
+}
+
+#[test]
+fn json_output() {
+    let out = claimguard(&[
+        "check",
+        "--snapshot",
+        "examples/cluster.yaml",
+        "--output",
+        "json",
+        "examples/scenarios/03-rwop-second-pod.yaml",
+        "examples/scenarios/08-rwx-on-ebs.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["denied"], 1);
+    assert_eq!(v["objects"][0]["allowed"], false);
+    assert_eq!(v["objects"][0]["findings"][0]["rule"], "rwop-exclusive");
+    assert_eq!(v["objects"][0]["findings"][0]["effect"], "deny");
+    assert_eq!(
+        v["objects"][1]["result"],
+        "persistentvolumeclaim/uploads created"
+    );
+    assert_eq!(
+        v["objects"][1]["findings"][0]["rule"],
+        "pvc-mode-unsupported"
+    );
+}
+
+#[test]
+fn policy_file_changes_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "mode: audit\n").unwrap();
+    let out = claimguard(&[
+        "check",
+        "--snapshot",
+        "examples/cluster.yaml",
+        "--policy",
+        policy.to_str().unwrap(),
+        "examples/scenarios/03-rwop-second-pod.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .starts_with("Warning: [rwop-exclusive] not enforced (audit mode): "));
+}
+
+fn assert_bad_input(args: &[&str], want: &str) {
+    let out = claimguard(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing judged before the input is read: {args:?}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(want), "{err:?} lacks {want:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn bad_input_is_exit_2_with_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let good = "examples/scenarios/03-rwop-second-pod.yaml";
+    let cases = [
+        (write(d, "bad.yaml", "kind: Pod\nmetadata: {name: [x\n"), "invalid YAML"),
+        (write(d, "bad.json", "{\"kind\": \"Pod\", "), "invalid JSON"),
+        (write(d, "nokind.yaml", "apiVersion: v1\nmetadata: {name: a}\n"), "document 1: has no kind"),
+        (write(d, "nospec.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n"), "Pod a has no spec"),
+        (write(d, "scalar.yaml", "just a string\n"), "expected a mapping"),
+        (
+            write(d, "deep.json", &format!("{{\"kind\":\"Pod\",\"x\":{}1{}}}", "[".repeat(50_000), "]".repeat(50_000))),
+            "nested deeper than",
+        ),
+        (write(d, "deep.yaml", &format!("kind: Pod\nx: {}1{}\n", "[".repeat(50_000), "]".repeat(50_000))), "nested deeper than"),
+        (
+            write(d, "wrongtype.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec: {replicas: many}\n"),
+            "Deployment a",
+        ),
+        (d.join("missing.yaml").to_str().unwrap().to_string(), "missing.yaml"),
+    ];
+    for (file, want) in &cases {
+        assert_bad_input(&["check", file], want);
+        // A bad file after a good one still fails before anything is printed.
+        assert_bad_input(&["check", good, file], want);
+    }
+    assert_bad_input(&["check", "--snapshot", &cases[0].0, good], "invalid YAML");
+    let policy = write(d, "policy.yaml", "rules: {rwop-exclusiv: warn}\n");
+    assert_bad_input(&["check", "--policy", &policy, good], "unknown rule id");
+}
+
+#[test]
+fn huge_input_is_handled() {
+    // 20k pods in one List: read and judged in one go, no crash.
+    let d = tempfile::tempdir().unwrap();
+    let mut text = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: p{i}, namespace: default}}\n  spec: {{containers: [{{name: c}}], volumes: [{{name: v, persistentVolumeClaim: {{claimName: c{i}}}}}]}}\n"
+        ));
+    }
+    let f = write(d.path(), "big.yaml", &text);
+    let out = claimguard(&["check", "--output", "json", &f]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["objects"].as_array().unwrap().len(), 20_000);
+}
