@@ -20,24 +20,75 @@ const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown
 
 #[derive(Debug, Clone)]
 enum Op {
-    AddPod { ns: usize, name: usize, claims: Vec<(usize, bool)>, node: Option<usize>, phase: usize },
-    SetNode { pick: usize, node: usize },
-    SetPhase { pick: usize, phase: usize },
-    SetDeleting { pick: usize },
-    SetClaims { pick: usize, claims: Vec<(usize, bool)> },
-    DeletePod { pick: usize },
-    AddPvc { ns: usize, claim: usize, mode: usize, bound: bool },
-    DeletePvc { pick: usize },
-    AddPv { n: usize, mode: usize, claim: Option<(usize, usize)> },
-    DeletePv { pick: usize },
-    AddClass { n: usize, provisioner: usize },
-    DeleteClass { pick: usize },
-    LabelNamespace { ns: usize, mode: usize },
-    DeleteNamespace { ns: usize },
+    AddPod {
+        ns: usize,
+        name: usize,
+        claims: Vec<(usize, bool)>,
+        node: Option<usize>,
+        phase: usize,
+    },
+    SetNode {
+        pick: usize,
+        node: usize,
+    },
+    SetPhase {
+        pick: usize,
+        phase: usize,
+    },
+    SetDeleting {
+        pick: usize,
+    },
+    SetClaims {
+        pick: usize,
+        claims: Vec<(usize, bool)>,
+    },
+    DeletePod {
+        pick: usize,
+    },
+    AddPvc {
+        ns: usize,
+        claim: usize,
+        mode: usize,
+        bound: bool,
+    },
+    DeletePvc {
+        pick: usize,
+    },
+    AddPv {
+        n: usize,
+        mode: usize,
+        claim: Option<(usize, usize)>,
+    },
+    DeletePv {
+        pick: usize,
+    },
+    AddClass {
+        n: usize,
+        provisioner: usize,
+    },
+    DeleteClass {
+        pick: usize,
+    },
+    LabelNamespace {
+        ns: usize,
+        mode: usize,
+    },
+    DeleteNamespace {
+        ns: usize,
+    },
 }
 
-const MODES: [&str; 4] = ["ReadWriteOncePod", "ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"];
-const PROVISIONERS: [&str; 3] = ["ebs.csi.aws.com", "efs.csi.aws.com", "kubernetes.io/aws-ebs"];
+const MODES: [&str; 4] = [
+    "ReadWriteOncePod",
+    "ReadWriteOnce",
+    "ReadWriteMany",
+    "ReadOnlyMany",
+];
+const PROVISIONERS: [&str; 3] = [
+    "ebs.csi.aws.com",
+    "efs.csi.aws.com",
+    "kubernetes.io/aws-ebs",
+];
 const NS_MODES: [&str; 3] = ["enforce", "audit", "off"];
 
 fn claims_strategy() -> impl Strategy<Value = Vec<(usize, bool)>> {
@@ -95,28 +146,55 @@ fn from<T: serde::de::DeserializeOwned>(v: &Value) -> T {
 /// Apply one op to the world and, as watch events, to the incremental index.
 fn step(w: &mut World, st: &mut ClusterState, op: &Op) {
     match op {
-        Op::AddPod { ns, name, claims, node, phase } => {
+        Op::AddPod {
+            ns,
+            name,
+            claims,
+            node,
+            phase,
+        } => {
             let (ns, name) = (NAMESPACES[*ns].to_string(), format!("pod-{name}"));
-            let mut p = k8s::pod(&ns, &name, &claim_refs(claims), node.map(|n| NODES[n]), PHASES[*phase]);
+            let mut p = k8s::pod(
+                &ns,
+                &name,
+                &claim_refs(claims),
+                node.map(|n| NODES[n]),
+                PHASES[*phase],
+            );
             // Recreating a name gives a new uid, as the API server does.
             p["metadata"]["uid"] = json!(format!("uid-{ns}-{name}-{}", w.pods.len()));
             st.apply_pod(&from(&p));
             w.pods.insert((ns, name), p);
         }
         Op::SetNode { pick: i, node } => modify_pod(w, st, *i, |p| k8s::set_node(p, NODES[*node])),
-        Op::SetPhase { pick: i, phase } => modify_pod(w, st, *i, |p| k8s::set_phase(p, PHASES[*phase])),
+        Op::SetPhase { pick: i, phase } => {
+            modify_pod(w, st, *i, |p| k8s::set_phase(p, PHASES[*phase]))
+        }
         Op::SetDeleting { pick: i } => modify_pod(w, st, *i, k8s::set_deleting),
-        Op::SetClaims { pick: i, claims } => modify_pod(w, st, *i, |p| k8s::set_claims(p, &claim_refs(claims))),
+        Op::SetClaims { pick: i, claims } => {
+            modify_pod(w, st, *i, |p| k8s::set_claims(p, &claim_refs(claims)))
+        }
         Op::DeletePod { pick: i } => {
             if let Some(k) = pick(&w.pods, *i) {
                 w.pods.remove(&k);
                 st.delete_pod(&k.0, &k.1);
             }
         }
-        Op::AddPvc { ns, claim, mode, bound } => {
+        Op::AddPvc {
+            ns,
+            claim,
+            mode,
+            bound,
+        } => {
             let (ns, name) = (NAMESPACES[*ns], CLAIMS[*claim]);
             let vol = format!("pv-{claim}");
-            let c = k8s::pvc(ns, name, &[MODES[*mode]], "gp3", bound.then_some(vol.as_str()));
+            let c = k8s::pvc(
+                ns,
+                name,
+                &[MODES[*mode]],
+                "gp3",
+                bound.then_some(vol.as_str()),
+            );
             st.apply_pvc(&from(&c));
             w.pvcs.insert((ns.to_string(), name.to_string()), c);
         }
@@ -128,7 +206,12 @@ fn step(w: &mut World, st: &mut ClusterState, op: &Op) {
         }
         Op::AddPv { n, mode, claim } => {
             let name = format!("pv-{n}");
-            let v = k8s::pv(&name, &[MODES[*mode]], claim.map(|(ns, c)| (NAMESPACES[ns], CLAIMS[c])), "gp3");
+            let v = k8s::pv(
+                &name,
+                &[MODES[*mode]],
+                claim.map(|(ns, c)| (NAMESPACES[ns], CLAIMS[c])),
+                "gp3",
+            );
             st.apply_pv(&from(&v));
             w.pvs.insert(name, v);
         }
@@ -215,7 +298,10 @@ proptest! {
         prop_assert_eq!(&got, &build(&w, true).canonical_dump());
         let consumers = w.pods.values().filter(|p| {
             let phase = p["status"]["phase"].as_str().unwrap_or("");
-            phase != "Succeeded" && phase != "Failed"
+            let has_claim = p["spec"]["volumes"].as_array().is_some_and(|v| {
+                v.iter().any(|v| v.get("persistentVolumeClaim").is_some())
+            });
+            has_claim && phase != "Succeeded" && phase != "Failed"
         }).count();
         prop_assert_eq!(st.pod_count(), consumers);
     }
@@ -223,7 +309,13 @@ proptest! {
 
 #[test]
 fn objects_types_read_the_builders_shape() {
-    let p: objects::Pod = from(&k8s::pod("ns-a", "p", &[("data", true)], Some("node-1"), "Running"));
+    let p: objects::Pod = from(&k8s::pod(
+        "ns-a",
+        "p",
+        &[("data", true)],
+        Some("node-1"),
+        "Running",
+    ));
     assert_eq!(p.metadata.name, "p");
     assert_eq!(p.metadata.namespace.as_deref(), Some("ns-a"));
 }

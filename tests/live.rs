@@ -78,19 +78,35 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 /// each namespaced kind at page size 7.
 fn seed(server: &FakeApiServer) {
     server.add(Kind::Namespace, k8s::namespace("team-a", &[]));
-    server.add(Kind::Namespace, k8s::namespace("team-b", &[("claimguard.io/mode", "audit")]));
+    server.add(
+        Kind::Namespace,
+        k8s::namespace("team-b", &[("claimguard.io/mode", "audit")]),
+    );
     server.add(Kind::Namespace, k8s::namespace("kube-system", &[]));
-    server.add(Kind::StorageClass, k8s::storage_class("gp3", "ebs.csi.aws.com"));
-    server.add(Kind::StorageClass, k8s::storage_class("efs", "efs.csi.aws.com"));
+    server.add(
+        Kind::StorageClass,
+        k8s::storage_class("gp3", "ebs.csi.aws.com"),
+    );
+    server.add(
+        Kind::StorageClass,
+        k8s::storage_class("efs", "efs.csi.aws.com"),
+    );
     for i in 0..12 {
         let ns = if i % 2 == 0 { "team-a" } else { "team-b" };
-        let mode = if i % 3 == 0 { "ReadWriteOncePod" } else { "ReadWriteOnce" };
+        let mode = if i % 3 == 0 {
+            "ReadWriteOncePod"
+        } else {
+            "ReadWriteOnce"
+        };
         let claim = format!("data-{i}");
         let pv = format!("pv-{i}");
         server.add(Kind::Pv, k8s::pv(&pv, &[mode], Some((ns, &claim)), "gp3"));
         server.add(Kind::Pvc, k8s::pvc(ns, &claim, &[mode], "gp3", Some(&pv)));
     }
-    server.add(Kind::Pvc, k8s::pvc("team-a", "shared", &["ReadWriteMany"], "efs", None));
+    server.add(
+        Kind::Pvc,
+        k8s::pvc("team-a", "shared", &["ReadWriteMany"], "efs", None),
+    );
     for i in 0..20 {
         let ns = if i % 2 == 0 { "team-a" } else { "team-b" };
         let claim = format!("data-{}", i % 12);
@@ -98,14 +114,22 @@ fn seed(server: &FakeApiServer) {
         let phase = if i == 7 { "Succeeded" } else { "Running" };
         server.add(
             Kind::Pod,
-            k8s::pod(ns, &format!("app-{i}"), &[(&claim, false), ("shared", i % 5 == 0)], Some(&node), phase),
+            k8s::pod(
+                ns,
+                &format!("app-{i}"),
+                &[(&claim, false), ("shared", i % 5 == 0)],
+                Some(&node),
+                phase,
+            ),
         );
     }
 }
 
 async fn start_live(server: &FakeApiServer) -> (Arc<SharedCluster>, LiveHandle) {
     let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
-    let handle = live::start(server.client(), cluster.clone(), opts()).await.expect("start live view");
+    let handle = live::start(server.client(), cluster.clone(), opts())
+        .await
+        .expect("start live view");
     (cluster, handle)
 }
 
@@ -122,17 +146,26 @@ async fn happy_path_paged_lists_then_watch_events() {
     assert_eq!(server.list_calls(Kind::Pv), 2);
     assert_eq!(server.list_calls(Kind::StorageClass), 1);
     assert_eq!(server.list_calls(Kind::Namespace), 1);
-    assert_eq!(cluster.read().pod_count(), 19, "the Succeeded pod is not a consumer");
+    assert_eq!(
+        cluster.read().pod_count(),
+        19,
+        "the Succeeded pod is not a consumer"
+    );
 
     // A pod arrives unscheduled, gets a node, runs, finishes.
-    server.add(Kind::Pod, k8s::pod("team-a", "new", &[("data-0", false)], None, "Pending"));
+    server.add(
+        Kind::Pod,
+        k8s::pod("team-a", "new", &[("data-0", false)], None, "Pending"),
+    );
     converge(&cluster, &server).await;
     assert_eq!(cluster.read().pod_count(), 20);
     server.update(Kind::Pod, "team-a", "new", |p| k8s::set_node(p, "node-9"));
     converge(&cluster, &server).await;
     server.update(Kind::Pod, "team-a", "new", |p| k8s::set_phase(p, "Running"));
     converge(&cluster, &server).await;
-    server.update(Kind::Pod, "team-a", "new", |p| k8s::set_phase(p, "Succeeded"));
+    server.update(Kind::Pod, "team-a", "new", |p| {
+        k8s::set_phase(p, "Succeeded")
+    });
     converge(&cluster, &server).await;
     assert_eq!(cluster.read().pod_count(), 19);
 
@@ -143,13 +176,26 @@ async fn happy_path_paged_lists_then_watch_events() {
     converge(&cluster, &server).await;
     assert_eq!(cluster.read().pod_count(), 18);
     // A pod's claims change (not possible on a real pod, but the index must not care).
-    server.update(Kind::Pod, "team-a", "app-2", |p| k8s::set_claims(p, &[("data-5", true)]));
+    server.update(Kind::Pod, "team-a", "app-2", |p| {
+        k8s::set_claims(p, &[("data-5", true)])
+    });
     converge(&cluster, &server).await;
 
     // Claims, volumes, classes and namespaces.
-    server.add(Kind::Pvc, k8s::pvc("team-b", "fresh", &["ReadWriteOncePod"], "gp3", None));
+    server.add(
+        Kind::Pvc,
+        k8s::pvc("team-b", "fresh", &["ReadWriteOncePod"], "gp3", None),
+    );
     converge(&cluster, &server).await;
-    server.add(Kind::Pv, k8s::pv("pv-fresh", &["ReadWriteOncePod"], Some(("team-b", "fresh")), "gp3"));
+    server.add(
+        Kind::Pv,
+        k8s::pv(
+            "pv-fresh",
+            &["ReadWriteOncePod"],
+            Some(("team-b", "fresh")),
+            "gp3",
+        ),
+    );
     server.update(Kind::Pvc, "team-b", "fresh", |c| {
         c["spec"]["volumeName"] = "pv-fresh".into();
     });
@@ -175,10 +221,19 @@ async fn readiness_waits_for_all_five_initial_lists() {
     let (cluster, handle) = start_live(&server).await;
     // The four other kinds list at once; storage classes fail twice (backoff 0.8 s, 1.6 s).
     wait_for("pods listed", || cluster.read().pod_count() == 19).await;
-    wait_for("namespaces listed", || server.list_calls(Kind::Namespace) >= 1).await;
-    wait_for("first storageclass list failed", || server.list_calls(Kind::StorageClass) >= 1).await;
+    wait_for("namespaces listed", || {
+        server.list_calls(Kind::Namespace) >= 1
+    })
+    .await;
+    wait_for("first storageclass list failed", || {
+        server.list_calls(Kind::StorageClass) >= 1
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!cluster.is_synced(), "synced before the storage classes were listed");
+    assert!(
+        !cluster.is_synced(),
+        "synced before the storage classes were listed"
+    );
     wait_for("synced", || cluster.is_synced()).await;
     assert_eq!(server.list_calls(Kind::StorageClass), 3);
     assert_eq!(handle.watch_restarts(), 2, "each failed list counts");
@@ -223,11 +278,24 @@ async fn dropped_and_cut_watches_resume_without_relisting() {
     wait_for("watches reopened", || server.open_watches() == 5).await;
     server.abort_watches();
     server.delete(Kind::Pod, "team-b", "app-3");
-    server.add(Kind::Pod, k8s::pod("team-b", "late", &[("data-3", false)], Some("node-1"), "Running"));
+    server.add(
+        Kind::Pod,
+        k8s::pod(
+            "team-b",
+            "late",
+            &[("data-3", false)],
+            Some("node-1"),
+            "Running",
+        ),
+    );
     server.delete(Kind::Pv, "", "pv-4");
     converge(&cluster, &server).await;
     wait_for("watches reopened after cut", || server.open_watches() == 5).await;
-    assert_eq!(server.total_list_calls(), lists, "a resumed watch needs no re-list");
+    assert_eq!(
+        server.total_list_calls(),
+        lists,
+        "a resumed watch needs no re-list"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,9 +317,22 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     }
     server.delete(Kind::Pod, "team-b", "app-9");
     server.update(Kind::Pod, "team-b", "app-5", k8s::set_deleting);
-    server.update(Kind::Pod, "team-a", "app-8", |p| k8s::set_phase(p, "Failed"));
-    server.update(Kind::Pod, "team-b", "app-11", |p| k8s::set_node(p, "node-3"));
-    server.add(Kind::Pod, k8s::pod("team-b", "during-outage", &[("data-1", false)], None, "Pending"));
+    server.update(Kind::Pod, "team-a", "app-8", |p| {
+        k8s::set_phase(p, "Failed")
+    });
+    server.update(Kind::Pod, "team-b", "app-11", |p| {
+        k8s::set_node(p, "node-3")
+    });
+    server.add(
+        Kind::Pod,
+        k8s::pod(
+            "team-b",
+            "during-outage",
+            &[("data-1", false)],
+            None,
+            "Pending",
+        ),
+    );
     server.delete(Kind::Pvc, "team-a", "data-2");
     server.delete(Kind::Pv, "", "pv-2");
     server.delete(Kind::StorageClass, "", "efs");
@@ -264,7 +345,10 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     server.heal();
 
     converge(&cluster, &server).await;
-    assert!(server.gone_sent() >= 1, "the resumed watches were answered 410");
+    assert!(
+        server.gone_sent() >= 1,
+        "the resumed watches were answered 410"
+    );
     assert!(server.total_list_calls() > lists, "the watchers re-listed");
     assert!(handle.watch_restarts() >= 5, "every kind's 410 counts");
     assert!(cluster.is_synced());
@@ -272,7 +356,10 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     // And the view keeps following events after the re-list.
     wait_for("watches reopened", || server.open_watches() == 5).await;
     server.delete(Kind::Pod, "team-b", "during-outage");
-    server.add(Kind::Pvc, k8s::pvc("team-a", "data-2", &["ReadWriteOncePod"], "gp3", None));
+    server.add(
+        Kind::Pvc,
+        k8s::pvc("team-a", "data-2", &["ReadWriteOncePod"], "gp3", None),
+    );
     converge(&cluster, &server).await;
 }
 
@@ -305,14 +392,32 @@ async fn reservations_end_by_timeout_or_when_the_watch_shows_the_pod() {
     let before = cluster.read().canonical_dump();
 
     // Admitted but never created (refused later in admission): the reservation expires.
-    let ghost: objects::Pod = from(k8s::pod("team-a", "never-created", &[("data-4", false)], None, "Pending"));
-    cluster.write().reserve_pod(&ghost, Instant::now() + Duration::from_millis(400));
-    assert_ne!(cluster.read().canonical_dump(), before, "the reservation is visible in the index");
-    wait_for("reservation expired", || cluster.read().canonical_dump() == before).await;
+    let ghost: objects::Pod = from(k8s::pod(
+        "team-a",
+        "never-created",
+        &[("data-4", false)],
+        None,
+        "Pending",
+    ));
+    cluster
+        .write()
+        .reserve_pod(&ghost, Instant::now() + Duration::from_millis(400));
+    assert_ne!(
+        cluster.read().canonical_dump(),
+        before,
+        "the reservation is visible in the index"
+    );
+    wait_for("reservation expired", || {
+        cluster.read().canonical_dump() == before
+    })
+    .await;
 
     // Admitted and created: the watch event replaces the reservation.
     let real = k8s::pod("team-a", "created", &[("data-4", false)], None, "Pending");
-    cluster.write().reserve_pod(&from(real.clone()), Instant::now() + Duration::from_secs(3600));
+    cluster.write().reserve_pod(
+        &from(real.clone()),
+        Instant::now() + Duration::from_secs(3600),
+    );
     server.add(Kind::Pod, real);
     converge(&cluster, &server).await;
 }
@@ -321,22 +426,45 @@ async fn reservations_end_by_timeout_or_when_the_watch_shows_the_pod() {
 async fn fetcher_gets_caches_and_times_out() {
     use claimguard::cluster::ClaimFetcher;
     let server = FakeApiServer::start().await;
-    server.add(Kind::Pvc, k8s::pvc("team-a", "data", &["ReadWriteOncePod"], "gp3", None));
-    let fetcher = live::LiveFetcher::new(server.client(), Duration::from_millis(500), Duration::from_secs(5));
+    server.add(
+        Kind::Pvc,
+        k8s::pvc("team-a", "data", &["ReadWriteOncePod"], "gp3", None),
+    );
+    let fetcher = live::LiveFetcher::new(
+        server.client(),
+        Duration::from_millis(500),
+        Duration::from_secs(5),
+    );
 
     let got = fetcher.fetch("team-a", "data").await.expect("fetch");
     assert_eq!(got.expect("claim exists").metadata.name, "data");
-    assert!(fetcher.fetch("team-a", "nope").await.expect("fetch missing").is_none());
+    assert!(fetcher
+        .fetch("team-a", "nope")
+        .await
+        .expect("fetch missing")
+        .is_none());
     assert_eq!(server.get_calls(), 2);
     // Both answers are cached, the absence included.
-    assert!(fetcher.fetch("team-a", "data").await.expect("cached").is_some());
-    assert!(fetcher.fetch("team-a", "nope").await.expect("cached").is_none());
+    assert!(fetcher
+        .fetch("team-a", "data")
+        .await
+        .expect("cached")
+        .is_some());
+    assert!(fetcher
+        .fetch("team-a", "nope")
+        .await
+        .expect("cached")
+        .is_none());
     assert_eq!(server.get_calls(), 2);
 
     // A slow API server: the fetch gives up at its timeout and says so.
     server.set_get_delay(Duration::from_secs(3));
     let t = Instant::now();
     let err = fetcher.fetch("team-b", "slow").await.expect_err("timeout");
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(err.contains("timed out"), "{err}");
 }

@@ -51,7 +51,10 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -93,13 +96,29 @@ fn pod(i: usize) -> serde_json::Value {
     let ns = format!("ns-{:03}", i % NAMESPACES);
     let claim = format!("data-{i:06}");
     let node = format!("ip-10-0-{}-{}.ec2.internal", (i % 5000) / 250, i % 250);
-    k8s::pod(&ns, &format!("app-{i:06}"), &[(&claim, false)], Some(&node), "Running")
+    k8s::pod(
+        &ns,
+        &format!("app-{i:06}"),
+        &[(&claim, false)],
+        Some(&node),
+        "Running",
+    )
 }
 
 fn pvc(i: usize) -> serde_json::Value {
     let ns = format!("ns-{:03}", i % NAMESPACES);
-    let mode = if i % 2 == 0 { "ReadWriteOnce" } else { "ReadWriteOncePod" };
-    k8s::pvc(&ns, &format!("data-{i:06}"), &[mode], "gp3", Some(&format!("pvc-{i:06}")))
+    let mode = if i % 2 == 0 {
+        "ReadWriteOnce"
+    } else {
+        "ReadWriteOncePod"
+    };
+    k8s::pvc(
+        &ns,
+        &format!("data-{i:06}"),
+        &[mode],
+        "gp3",
+        Some(&format!("pvc-{i:06}")),
+    )
 }
 
 /// The fake API server half: only runs when re-executed by `memory_100k`.
@@ -113,9 +132,15 @@ fn fake_apiserver_child() {
     rt.block_on(async {
         let server = FakeApiServer::start().await;
         for i in 0..NAMESPACES {
-            server.seed_many(Kind::Namespace, [k8s::namespace(&format!("ns-{i:03}"), &[])]);
+            server.seed_many(
+                Kind::Namespace,
+                [k8s::namespace(&format!("ns-{i:03}"), &[])],
+            );
         }
-        server.seed_many(Kind::StorageClass, [k8s::storage_class("gp3", "ebs.csi.aws.com")]);
+        server.seed_many(
+            Kind::StorageClass,
+            [k8s::storage_class("gp3", "ebs.csi.aws.com")],
+        );
         server.seed_many(Kind::Pvc, (0..pods()).map(pvc));
         server.seed_many(Kind::Pod, (0..pods()).map(pod));
         println!("FAKE_APISERVER_URL={}", server.url());
@@ -137,7 +162,9 @@ fn memory_100k() {
     let before = heap();
     let mut st = ClusterState::new();
     for i in 0..pods_n {
-        st.apply_pvc(&serde_json::from_value::<objects::PersistentVolumeClaim>(pvc(i)).expect("pvc"));
+        st.apply_pvc(
+            &serde_json::from_value::<objects::PersistentVolumeClaim>(pvc(i)).expect("pvc"),
+        );
         st.apply_pod(&serde_json::from_value::<objects::Pod>(pod(i)).expect("pod"));
     }
     let index_bytes = heap() - before;
@@ -148,7 +175,13 @@ fn memory_100k() {
     // 2. The whole live view, fed through the fake API server in pages of 500.
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
-        .args(["fake_apiserver_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "fake_apiserver_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -156,7 +189,10 @@ fn memory_100k() {
         .expect("spawn fake API server child");
     let mut lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
     let url = loop {
-        let line = lines.next().expect("child ended before printing its URL").expect("read child stdout");
+        let line = lines
+            .next()
+            .expect("child ended before printing its URL")
+            .expect("read child stdout");
         // libtest prints "test fake_apiserver_child ... " before the test's own output.
         if let Some(at) = line.find("FAKE_APISERVER_URL=") {
             break line[at + "FAKE_APISERVER_URL=".len()..].trim().to_string();
@@ -170,11 +206,14 @@ fn memory_100k() {
         .expect("runtime");
     let rss_before = rss_kib();
     let (live_bytes, rss_after, elapsed, restarts) = rt.block_on(async {
-        let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+        let client =
+            kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
         let heap_before = heap();
         let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
         let t = Instant::now();
-        let handle = live::start(client, cluster.clone(), LiveOptions::default()).await.expect("start");
+        let handle = live::start(client, cluster.clone(), LiveOptions::default())
+            .await
+            .expect("start");
         let deadline = Instant::now() + Duration::from_secs(600);
         while !cluster.is_synced() {
             assert!(Instant::now() < deadline, "not synced in 10 minutes");
@@ -200,6 +239,13 @@ fn memory_100k() {
         rss_after / 1024,
         elapsed
     );
-    assert!(per_pod <= 300.0, "index costs {per_pod:.0} bytes per pod, target 300");
-    assert!(rss_after < 100 * 1024, "RSS {} MiB, target < 100 MiB", rss_after / 1024);
+    assert!(
+        per_pod <= 300.0,
+        "index costs {per_pod:.0} bytes per pod, target 300"
+    );
+    assert!(
+        rss_after < 100 * 1024,
+        "RSS {} MiB, target < 100 MiB",
+        rss_after / 1024
+    );
 }

@@ -734,9 +734,17 @@ fn list(shared: &Shared, target: Target, query: &HashMap<String, String>) -> Htt
             "fake API server: injected list failure",
         );
     }
-    if let Some(n) = inner.fail_lists_of.get_mut(&target.kind).filter(|n| **n > 0) {
+    if let Some(n) = inner
+        .fail_lists_of
+        .get_mut(&target.kind)
+        .filter(|n| **n > 0)
+    {
         *n -= 1;
-        return status_response(500, "InternalError", "fake API server: injected list failure");
+        return status_response(
+            500,
+            "InternalError",
+            "fake API server: injected list failure",
+        );
     }
     let limit = query
         .get("limit")
