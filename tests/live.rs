@@ -468,3 +468,113 @@ async fn fetcher_gets_caches_and_times_out() {
     );
     assert!(err.contains("timed out"), "{err}");
 }
+
+/// An AdmissionReview for pod `name` on claim `data` in `default`, in the API server's
+/// shape (the shared fixture, renamed).
+fn pod_review(uid: &str, name: &str) -> Vec<u8> {
+    let mut review: Value =
+        serde_json::from_str(include_str!("fixtures/pod-create.json")).expect("fixture parses");
+    review["request"]["uid"] = uid.into();
+    review["request"]["name"] = name.into();
+    review["request"]["object"]["metadata"]["name"] = name.into();
+    review["request"]["object"]["metadata"]["uid"] = format!("uid-of-{name}").into();
+    serde_json::to_vec(&review).expect("serialize review")
+}
+
+async fn decide(engine: &claimguard::admission::Engine, uid: &str, name: &str) -> Value {
+    let reviewed = engine.review(&pod_review(uid, name)).await.expect("review");
+    let out: Value = serde_json::from_slice(&reviewed.body).expect("response JSON");
+    assert_eq!(out["response"]["uid"], uid, "{out}");
+    out["response"].clone()
+}
+
+/// The live view end to end, without HTTP: a pod on an RWOP claim arrives by watch,
+/// a second pod is denied; the first is deleted (watch), the second is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rwop_holder_seen_by_watch_denies_then_frees_the_claim() {
+    let server = FakeApiServer::start().await;
+    server.add(Kind::Namespace, k8s::namespace("default", &[]));
+    server.add(
+        Kind::StorageClass,
+        k8s::storage_class("gp3", "ebs.csi.aws.com"),
+    );
+    server.add(
+        Kind::Pv,
+        k8s::pv(
+            "pv-data",
+            &["ReadWriteOncePod"],
+            Some(("default", "data")),
+            "gp3",
+        ),
+    );
+    server.add(
+        Kind::Pvc,
+        k8s::pvc(
+            "default",
+            "data",
+            &["ReadWriteOncePod"],
+            "gp3",
+            Some("pv-data"),
+        ),
+    );
+    let (cluster, _handle) = start_live(&server).await;
+    let engine =
+        claimguard::admission::Engine::new(claimguard::policy::Policy::default(), cluster.clone());
+    wait_for("synced", || cluster.is_synced()).await;
+
+    server.add(
+        Kind::Pod,
+        k8s::pod(
+            "default",
+            "pod-a",
+            &[("data", false)],
+            Some("worker-1"),
+            "Running",
+        ),
+    );
+    wait_for("pod-a in the index", || {
+        cluster.read().pod("default", "pod-a").is_some()
+    })
+    .await;
+
+    let resp = decide(&engine, "uid-b-1", "pod-b").await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert_eq!(resp["status"]["code"], 403, "{resp}");
+    let msg = resp["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.starts_with("[rwop-exclusive]"), "{msg}");
+    assert!(msg.contains("default/pod-a"), "{msg}");
+    assert!(msg.contains("worker-1"), "{msg}");
+
+    server.delete(Kind::Pod, "default", "pod-a");
+    wait_for("pod-a gone from the index", || {
+        cluster.read().pod("default", "pod-a").is_none()
+    })
+    .await;
+    let resp = decide(&engine, "uid-b-2", "pod-b").await;
+    assert_eq!(resp["allowed"], true, "{resp}");
+
+    // pod-b now holds a reservation: a third pod is denied before the watch shows pod-b,
+    // and still after (the reservation became the real pod).
+    let resp = decide(&engine, "uid-c-1", "pod-c").await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    server.add(
+        Kind::Pod,
+        k8s::pod(
+            "default",
+            "pod-b",
+            &[("data", false)],
+            Some("worker-2"),
+            "Pending",
+        ),
+    );
+    wait_for("pod-b shown by the watch", || {
+        cluster
+            .read()
+            .pod("default", "pod-b")
+            .is_some_and(|p| !p.reserved)
+    })
+    .await;
+    let resp = decide(&engine, "uid-c-2", "pod-c").await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    converge(&cluster, &server).await;
+}
