@@ -578,3 +578,38 @@ async fn rwop_holder_seen_by_watch_denies_then_frees_the_claim() {
     assert_eq!(resp["allowed"], false, "{resp}");
     converge(&cluster, &server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_from_an_explicit_kubeconfig_reaches_the_server() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+         clusters:\n- name: fake\n  cluster:\n    server: {}\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n    namespace: team-a\n\
+         users:\n- name: nobody\n  user: {{}}\n",
+        server.url()
+    );
+    std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+    let client = live::client_from(Some(&path))
+        .await
+        .expect("client from kubeconfig");
+    assert_eq!(client.default_namespace(), "team-a");
+    let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
+    let _handle = live::start(client, cluster.clone(), opts())
+        .await
+        .expect("start");
+    wait_for("synced", || cluster.is_synced()).await;
+    converge(&cluster, &server).await;
+
+    let missing = dir.path().join("absent");
+    match live::client_from(Some(&missing)).await {
+        Err(e @ live::LiveError::Kubeconfig { .. }) => {
+            assert!(e.to_string().contains("absent"), "{e}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a missing kubeconfig must fail"),
+    }
+}
