@@ -2,7 +2,9 @@
 //! fake API server. Run on demand (it takes a while and wants a quiet machine):
 //!
 //! ```text
-//! cargo test --release --test live_memory -- --ignored --nocapture memory_100k
+//! cargo test --test live_memory -- --ignored --nocapture memory_100k
+//! CLAIMGUARD_MEMORY_PODS=5000 cargo test ...   # a quick run
+//! CLAIMGUARD_MEMORY_PAGE_SIZE=100 cargo test ...   # another list page size
 //! ```
 //!
 //! The fake API server runs in a child process (this same test binary, re-executed), so
@@ -104,13 +106,16 @@ fn pod(i: usize) -> serde_json::Value {
     let ns = format!("ns-{:03}", i % NAMESPACES);
     let claim = format!("data-{i:06}");
     let node = format!("ip-10-0-{}-{}.ec2.internal", (i % 5000) / 250, i % 250);
-    k8s::pod(
+    let mut p = k8s::pod(
         &ns,
         &format!("app-{i:06}"),
         &[(&claim, false)],
         Some(&node),
         "Running",
-    )
+    );
+    // The API server's uid: the in-process build must store what the live view stores.
+    p["metadata"]["uid"] = format!("6f1d2c3b-4a59-4e6f-8a7b-{i:012x}").into();
+    p
 }
 
 fn pvc(i: usize) -> serde_json::Value {
@@ -268,4 +273,42 @@ fn memory_100k() {
         "RSS {} MiB, target < 100 MiB",
         rss_after / 1024
     );
+}
+
+/// What the index's bytes per pod are made of (for whoever tunes its layout):
+/// `cargo test --test live_memory -- --ignored --nocapture index_breakdown`
+#[test]
+#[ignore]
+fn index_breakdown() {
+    let n = pods();
+    let measure = |f: &dyn Fn(&mut ClusterState)| {
+        let before = heap();
+        let mut st = ClusterState::new();
+        f(&mut st);
+        let bytes = heap() - before;
+        drop(st);
+        bytes as f64 / n as f64
+    };
+    let pvc_of = |i| serde_json::from_value::<objects::PersistentVolumeClaim>(pvc(i)).expect("pvc");
+    let pod_of = |i| serde_json::from_value::<objects::Pod>(pod(i)).expect("pod");
+    let pvcs = measure(&|st| (0..n).for_each(|i| st.apply_pvc(&pvc_of(i))));
+    let pods = measure(&|st| (0..n).for_each(|i| st.apply_pod(&pod_of(i))));
+    let pods_no_uid = measure(&|st| {
+        (0..n).for_each(|i| {
+            let mut p = pod_of(i);
+            p.metadata.uid = None;
+            st.apply_pod(&p)
+        })
+    });
+    let both = measure(&|st| {
+        (0..n).for_each(|i| {
+            st.apply_pvc(&pvc_of(i));
+            st.apply_pod(&pod_of(i));
+        })
+    });
+    println!("{n} objects each, bytes per object:");
+    println!("  PVCs only (bound, own PV name):        {pvcs:.0}");
+    println!("  pods only (1 claim, node, uid):        {pods:.0}");
+    println!("  pods only, without uid:                {pods_no_uid:.0}");
+    println!("  pod + its PVC (what memory_100k sees): {both:.0}");
 }
