@@ -383,6 +383,28 @@ async fn forced_410_on_resume_relists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_reach_the_prometheus_counter() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.fail_next_lists_of(Kind::Pv, 1);
+    let metric = prometheus_client::metrics::counter::Counter::<u64>::default();
+    let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
+    let handle = live::start(
+        server.client(),
+        cluster.clone(),
+        LiveOptions {
+            restarts_metric: Some(metric.clone()),
+            ..opts()
+        },
+    )
+    .await
+    .expect("start");
+    wait_for("synced", || cluster.is_synced()).await;
+    assert_eq!(handle.watch_restarts(), 1);
+    assert_eq!(metric.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_end_by_timeout_or_when_the_watch_shows_the_pod() {
     let server = FakeApiServer::start().await;
     seed(&server);

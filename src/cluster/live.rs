@@ -67,6 +67,8 @@ pub struct LiveOptions {
     pub fetch_cache_ttl: Duration,
     /// Install a [`LiveFetcher`] on the shared cluster.
     pub install_fetcher: bool,
+    /// Also count watch restarts here: the server's `claimguard_watch_restarts_total`.
+    pub restarts_metric: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Default for LiveOptions {
@@ -78,6 +80,7 @@ impl Default for LiveOptions {
             fetch_timeout: Duration::from_secs(1),
             fetch_cache_ttl: Duration::from_secs(5),
             install_fetcher: true,
+            restarts_metric: None,
         }
     }
 }
@@ -155,6 +158,7 @@ pub async fn start(
     let ctx = |c: &Arc<SharedCluster>| TaskCtx {
         cluster: c.clone(),
         restarts: restarts.clone(),
+        restarts_metric: opts.restarts_metric.clone(),
         pending: pending.clone(),
     };
     let cfg = {
@@ -215,6 +219,7 @@ pub async fn start(
 struct TaskCtx {
     cluster: Arc<SharedCluster>,
     restarts: Arc<AtomicU64>,
+    restarts_metric: Option<prometheus_client::metrics::counter::Counter>,
     /// Kinds that have not finished their first list yet.
     pending: Arc<AtomicUsize>,
 }
@@ -412,6 +417,9 @@ async fn run_kind<T: WatchKind>(api: Api<Watched<T>>, cfg: watcher::Config, ctx:
                 }
                 Err(e) => {
                     ctx.restarts.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &ctx.restarts_metric {
+                        m.inc();
+                    }
                     tracing::warn!(kind = T::KIND, error = %e, "watch error; retrying with backoff");
                 }
             }
