@@ -250,7 +250,7 @@ fn audit_claim(
                 Rule::ClaimNotFound,
                 &active,
                 format!(
-                    "PersistentVolumeClaim \"{claim}\" does not exist in namespace {ns} but {} use it; they stay Pending until it is created: fix the claimName or create the claim",
+                    "PersistentVolumeClaim \"{claim}\" does not exist in namespace {ns}; {} cannot start until it is created: fix the claimName or create the claim",
                     message::pods_at(&sorted(&active))
                 ),
             );
@@ -331,7 +331,8 @@ fn audit_claim(
 
 fn sorted<'a>(cs: &[Consumer<'a>]) -> Vec<Consumer<'a>> {
     let mut v = cs.to_vec();
-    v.sort_by(|a, b| (a.node, a.name).cmp(&(b.node, b.name)));
+    // Scheduled pods first, by node: the order a person checks them in.
+    v.sort_by(|a, b| (a.node.is_none(), a.node, a.name).cmp(&(b.node.is_none(), b.node, b.name)));
     v
 }
 

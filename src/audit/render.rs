@@ -3,6 +3,7 @@
 
 use super::{AuditReport, Severity, Violation};
 use crate::objects::Kind;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -74,7 +75,7 @@ fn count(report: &AuditReport, s: Severity) -> usize {
     report.violations.iter().filter(|v| v.severity == s).count()
 }
 
-/// Stable JSON (pretty-printed, keys in this order, a newline at the end):
+/// Stable JSON (pretty-printed, keys in the order shown, a newline at the end):
 ///
 /// ```json
 /// {
@@ -102,34 +103,69 @@ fn count(report: &AuditReport, s: Severity) -> usize {
 /// `pods: []`. Violations are sorted by namespace, kind, name, rule, claim.
 /// Fields may be added; none will be renamed or removed.
 pub fn render_json(report: &AuditReport) -> String {
-    let by_rule: serde_json::Map<String, Value> = report
-        .by_rule()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let violations: Vec<Value> = report.violations.iter().map(violation_json).collect();
-    let v = json!({
-        "summary": {"violations": report.violations.len(), "byRule": by_rule},
-        "violations": violations,
-    });
-    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    let out = JsonReport {
+        summary: JsonSummary {
+            violations: report.violations.len(),
+            by_rule: report.by_rule(),
+        },
+        violations: report
+            .violations
+            .iter()
+            .map(|v| JsonViolation {
+                rule: v.rule.id(),
+                severity: v.severity.as_str(),
+                namespace: &v.namespace,
+                kind: v.kind.as_str(),
+                name: &v.name,
+                claim: &v.claim,
+                message: &v.message,
+                pods: v
+                    .pods
+                    .iter()
+                    .map(|p| JsonPod {
+                        namespace: &p.namespace,
+                        name: &p.name,
+                        node: p.node.as_deref(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
 }
 
-fn violation_json(v: &Violation) -> Value {
-    json!({
-        "rule": v.rule.id(),
-        "severity": v.severity.as_str(),
-        "namespace": v.namespace,
-        "kind": v.kind.as_str(),
-        "name": v.name,
-        "claim": v.claim,
-        "message": v.message,
-        "pods": v.pods.iter().map(|p| json!({
-            "namespace": p.namespace,
-            "name": p.name,
-            "node": p.node,
-        })).collect::<Vec<_>>(),
-    })
+// The JSON shape, declared field by field so the key order is part of the
+// contract rather than an accident of a map.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    summary: JsonSummary,
+    violations: Vec<JsonViolation<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonSummary {
+    violations: usize,
+    by_rule: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Serialize)]
+struct JsonViolation<'a> {
+    rule: &'static str,
+    severity: &'static str,
+    namespace: &'a str,
+    kind: &'static str,
+    name: &'a str,
+    claim: &'a str,
+    message: &'a str,
+    pods: Vec<JsonPod<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonPod<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    node: Option<&'a str>,
 }
 
 fn api_version(kind: Kind) -> &'static str {
