@@ -40,8 +40,10 @@ fn pvc(ns: &str, name: &str, mode: &str) -> Value {
 /// violation (RWOP pairs, RWO claims on two nodes, two writers on one node).
 /// 2,000 Deployments and their claims.
 fn cluster() -> Vec<Value> {
-    let mut items = vec![json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": "gp3"}, "provisioner": "ebs.csi.aws.com"})];
+    let mut items = vec![
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "gp3"}, "provisioner": "ebs.csi.aws.com"}),
+    ];
     let node = |i: usize| format!("node-{}", i % NODES);
     let mut i = 0;
     while i < PODS {
@@ -51,13 +53,25 @@ fn cluster() -> Vec<Value> {
             let c = format!("rwop-{i}");
             items.push(pvc(&ns, &c, "ReadWriteOncePod"));
             items.push(pod(&ns, &format!("p-{i}"), Some(&node(i)), &c, false));
-            items.push(pod(&ns, &format!("p-{}", i + 1), Some(&node(i + 1)), &c, false));
+            items.push(pod(
+                &ns,
+                &format!("p-{}", i + 1),
+                Some(&node(i + 1)),
+                &c,
+                false,
+            ));
             i += 2;
         } else if bucket == 1 {
             let c = format!("rwo-x-{i}");
             items.push(pvc(&ns, &c, "ReadWriteOnce"));
             items.push(pod(&ns, &format!("p-{i}"), Some(&node(i)), &c, false));
-            items.push(pod(&ns, &format!("p-{}", i + 1), Some(&node(i + 1)), &c, false));
+            items.push(pod(
+                &ns,
+                &format!("p-{}", i + 1),
+                Some(&node(i + 1)),
+                &c,
+                false,
+            ));
             i += 2;
         } else if bucket == 2 {
             let c = format!("rwo-w-{i}");
@@ -108,8 +122,12 @@ fn bench(c: &mut Criterion) {
         "pods in index: {}, violations: {}, json {} MB, yaml {} MB",
         state.pod_count(),
         report.violations.len(),
-        std::fs::metadata(&json_path).map(|m| m.len() >> 20).unwrap_or(0),
-        std::fs::metadata(&yaml_path).map(|m| m.len() >> 20).unwrap_or(0),
+        std::fs::metadata(&json_path)
+            .map(|m| m.len() >> 20)
+            .unwrap_or(0),
+        std::fs::metadata(&yaml_path)
+            .map(|m| m.len() >> 20)
+            .unwrap_or(0),
     );
     assert!(state.pod_count() == PODS);
 

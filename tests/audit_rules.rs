@@ -7,7 +7,7 @@
 
 use claimguard::audit;
 use claimguard::cluster::ClusterState;
-use claimguard::objects::{Object, Pod, PersistentVolumeClaim};
+use claimguard::objects::{Object, PersistentVolumeClaim, Pod};
 use claimguard::policy::{self, Policy, Rule};
 use proptest::prelude::*;
 use serde_json::json;

@@ -23,8 +23,8 @@ fn compare(actual: &str, expected: &Path) {
         std::fs::write(expected, actual).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(expected)
-        .unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+    let want =
+        std::fs::read_to_string(expected).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
     assert_eq!(actual, want, "{} differs", expected.display());
 }
 

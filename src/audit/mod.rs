@@ -26,9 +26,7 @@ pub use render::{
     POLICY_REPORT_NAME,
 };
 
-use crate::cluster::{
-    snapshot, ClusterState, ClusterView, Consumer, NamespaceMode, SnapshotError,
-};
+use crate::cluster::{snapshot, ClusterState, ClusterView, Consumer, NamespaceMode, SnapshotError};
 use crate::objects::{Kind, Object};
 use crate::policy::{self, message, Action, Policy, Rule};
 use std::collections::{BTreeMap, HashMap};
@@ -112,8 +110,7 @@ impl AuditReport {
     /// Violations per rule id, every rule listed (zero when none): what the
     /// JSON summary and the `claimguard_audit_violations` gauge show.
     pub fn by_rule(&self) -> BTreeMap<&'static str, usize> {
-        let mut m: BTreeMap<&'static str, usize> =
-            Rule::ALL.iter().map(|r| (r.id(), 0)).collect();
+        let mut m: BTreeMap<&'static str, usize> = Rule::ALL.iter().map(|r| (r.id(), 0)).collect();
         for v in &self.violations {
             *m.entry(v.rule.id()).or_default() += 1;
         }
@@ -183,13 +180,20 @@ pub fn audit_state(state: &ClusterState, objects: &[Object], policy: &Policy) ->
         }
     }
     out.sort_by(|a, b| {
-        (&a.namespace, a.kind.as_str(), &a.name, a.rule.id(), &a.claim).cmp(&(
-            &b.namespace,
-            b.kind.as_str(),
-            &b.name,
-            b.rule.id(),
-            &b.claim,
-        ))
+        (
+            &a.namespace,
+            a.kind.as_str(),
+            &a.name,
+            a.rule.id(),
+            &a.claim,
+        )
+            .cmp(&(
+                &b.namespace,
+                b.kind.as_str(),
+                &b.name,
+                b.rule.id(),
+                &b.claim,
+            ))
     });
     AuditReport { violations: out }
 }
@@ -294,7 +298,11 @@ fn audit_claim(
     nodes.dedup();
     let multi_attach = nodes.len() >= 2;
     if multi_attach {
-        let placed: Vec<Consumer<'_>> = active.iter().filter(|c| c.node.is_some()).copied().collect();
+        let placed: Vec<Consumer<'_>> = active
+            .iter()
+            .filter(|c| c.node.is_some())
+            .copied()
+            .collect();
         emit(
             Rule::RwoCrossNode,
             &placed,
@@ -338,7 +346,12 @@ fn sorted<'a>(cs: &[Consumer<'a>]) -> Vec<Consumer<'a>> {
 
 fn list_nodes(nodes: &[&str]) -> String {
     const SHOWN: usize = 3;
-    let mut s = nodes.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    let mut s = nodes
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if nodes.len() > SHOWN {
         s.push_str(&format!(" and {} more", nodes.len() - SHOWN));
     }

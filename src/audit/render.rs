@@ -21,7 +21,14 @@ pub fn render_text(report: &AuditReport) -> String {
     if report.violations.is_empty() {
         return "No violations found.\n".to_string();
     }
-    let header = ["RULE", "SEVERITY", "NAMESPACE", "OBJECT", "CLAIM", "MESSAGE"];
+    let header = [
+        "RULE",
+        "SEVERITY",
+        "NAMESPACE",
+        "OBJECT",
+        "CLAIM",
+        "MESSAGE",
+    ];
     let rows: Vec<[String; 6]> = report
         .violations
         .iter()
@@ -204,7 +211,13 @@ fn resources(v: &Violation) -> Vec<Value> {
         ));
     }
     for p in &v.pods {
-        out.push(object_ref("v1", "Pod", &p.namespace, &p.name, p.uid.as_deref()));
+        out.push(object_ref(
+            "v1",
+            "Pod",
+            &p.namespace,
+            &p.name,
+            p.uid.as_deref(),
+        ));
     }
     out
 }

@@ -15,8 +15,7 @@ use crate::cluster::SharedCluster;
 use crate::objects::{Kind, Object};
 use crate::policy::{Policy, Rule};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::Client;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -143,7 +142,13 @@ const LISTED: [(&str, &str, &str, &str, Kind); 8] = [
         Kind::PersistentVolumeClaim,
     ),
     ("apps", "v1", "Deployment", "deployments", Kind::Deployment),
-    ("apps", "v1", "StatefulSet", "statefulsets", Kind::StatefulSet),
+    (
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        Kind::StatefulSet,
+    ),
     ("apps", "v1", "DaemonSet", "daemonsets", Kind::DaemonSet),
     ("apps", "v1", "ReplicaSet", "replicasets", Kind::ReplicaSet),
     (
@@ -199,12 +204,10 @@ pub async fn list_objects(client: &Client) -> Result<Vec<Object>, ReporterError>
             for item in page.items {
                 // A ReplicaSet a Deployment owns, a Job a CronJob owns: the
                 // owner is judged; judging the child too reports it twice.
-                let owned = item
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| o.controller == Some(true) && matches!(o.kind.as_str(), "Deployment" | "CronJob"));
+                let owned = item.metadata.owner_references.iter().flatten().any(|o| {
+                    o.controller == Some(true)
+                        && matches!(o.kind.as_str(), "Deployment" | "CronJob")
+                });
                 if owned {
                     continue;
                 }
@@ -305,7 +308,10 @@ pub async fn run_once(
             .unwrap_or("default")
             .to_string();
         wanted.insert(ns.clone());
-        if current.get(&ns).is_some_and(|c| comparable(c) == comparable(obj)) {
+        if current
+            .get(&ns)
+            .is_some_and(|c| comparable(c) == comparable(obj))
+        {
             outcome.unchanged += 1;
             continue;
         }
