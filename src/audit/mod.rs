@@ -321,7 +321,9 @@ fn audit_claim(
         return;
     }
     let fires = writers.iter().any(|c| {
-        !(multi_attach && c.node.is_some()) && !state.allows_shared_writers(c.namespace, c.name)
+        let blocked = multi_attach && c.node.is_some();
+        let allowed = state.allows_shared_writers(c.namespace, c.name);
+        !blocked && !allowed
     });
     if fires {
         emit(
