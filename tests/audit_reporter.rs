@@ -240,6 +240,10 @@ fn lists_from_fixture() -> HashMap<String, Vec<Value>> {
     let list: Value = serde_yaml_ng::from_str(&text).unwrap();
     let mut lists: HashMap<String, Vec<Value>> = HashMap::new();
     for path in [
+        "/api/v1/namespaces",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        "/api/v1/persistentvolumes",
+        "/api/v1/pods",
         "/api/v1/persistentvolumeclaims",
         "/apis/apps/v1/deployments",
         "/apis/apps/v1/statefulsets",
@@ -253,6 +257,10 @@ fn lists_from_fixture() -> HashMap<String, Vec<Value>> {
     }
     for item in list["items"].as_array().unwrap() {
         let path = match item["kind"].as_str().unwrap() {
+            "Namespace" => "/api/v1/namespaces",
+            "StorageClass" => "/apis/storage.k8s.io/v1/storageclasses",
+            "PersistentVolume" => "/api/v1/persistentvolumes",
+            "Pod" => "/api/v1/pods",
             "PersistentVolumeClaim" => "/api/v1/persistentvolumeclaims",
             "Deployment" => "/apis/apps/v1/deployments",
             "StatefulSet" => "/apis/apps/v1/statefulsets",
@@ -531,4 +539,27 @@ fn the_gauge_is_a_prometheus_collector() {
         text.contains("claimguard_audit_violations{rule=\"workload-rwo-replicas\"} 0"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_one_off_audit_equals_the_snapshot_audit() {
+    let fake: Shared = Arc::new(Mutex::new(Fake {
+        crd_installed: true,
+        lists: lists_from_fixture(),
+        ..Fake::default()
+    }));
+    let base = start_fake(fake.clone());
+    let (state, objects) = reporter::load_from_cluster(&client(&base)).await.unwrap();
+    let policy = Policy::default();
+    let live = audit::audit_state(&state, &objects, &policy);
+    let (s, o) = audit::load_for_audit(&[fixture()]).unwrap();
+    let offline = audit::audit_state(&s, &o, &policy);
+    assert_eq!(audit::render_json(&live), audit::render_json(&offline));
+    assert_eq!(state.canonical_dump(), s.canonical_dump());
+    // Listing pods must work: without them there would be nothing to find.
+    fake.lock().unwrap().lists.remove("/api/v1/pods");
+    let err = reporter::load_from_cluster(&client(&base))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("listing pods"), "{err}");
 }

@@ -169,71 +169,125 @@ fn api_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-/// PVCs and workloads, paged. A kind the server does not serve (404) or the
-/// service account may not list (403) is skipped with a warning, the same
-/// way every interval, so its rules are simply absent; any other error
-/// aborts the pass, since writing reports from half the objects would
-/// delete results that still hold.
-pub async fn list_objects(client: &Client) -> Result<Vec<Object>, ReporterError> {
+/// The kinds the index keeps, for a one-off audit of a live cluster.
+const INDEXED: [(&str, &str, &str, &str, Kind); 4] = [
+    ("", "v1", "Namespace", "namespaces", Kind::Namespace),
+    (
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        Kind::StorageClass,
+    ),
+    (
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        Kind::PersistentVolume,
+    ),
+    ("", "v1", "Pod", "pods", Kind::Pod),
+];
+
+/// Every object of one kind, paged. `Ok(None)` when the server does not
+/// serve the kind (404) or the service account may not list it (403) and
+/// `optional` says that is fine.
+async fn list_kind(
+    client: &Client,
+    (group, version, kind_name, plural, kind): (&str, &str, &str, &str, Kind),
+    optional: bool,
+) -> Result<Option<Vec<Object>>, ReporterError> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind_name),
+        plural,
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let mut out = Vec::new();
-    for (group, version, kind_name, plural, kind) in LISTED {
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(group, version, kind_name),
-            plural,
-        );
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let mut token: Option<String> = None;
-        loop {
-            let mut lp = ListParams::default().limit(PAGE);
-            if let Some(t) = &token {
-                lp = lp.continue_token(t);
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = match api.list(&lp).await {
+            Ok(p) => p,
+            Err(e) if optional && matches!(api_code(&e), Some(403) | Some(404)) => {
+                tracing::warn!(kind = kind_name, error = %e, "audit: cannot list {plural}; its rules are skipped");
+                return Ok(None);
             }
-            let page = match api.list(&lp).await {
-                Ok(p) => p,
-                Err(e) if matches!(api_code(&e), Some(403) | Some(404)) => {
-                    tracing::warn!(kind = kind_name, error = %e, "audit: cannot list {plural}; its rules are skipped");
-                    break;
-                }
-                Err(source) => {
-                    return Err(ReporterError::List {
-                        what: plural.to_string(),
-                        source,
-                    })
-                }
+            Err(source) => {
+                return Err(ReporterError::List {
+                    what: plural.to_string(),
+                    source,
+                })
+            }
+        };
+        for item in page.items {
+            // A ReplicaSet a Deployment owns, a Job a CronJob owns: the
+            // owner is judged; judging the child too reports it twice.
+            let owned = item.metadata.owner_references.iter().flatten().any(|o| {
+                o.controller == Some(true) && matches!(o.kind.as_str(), "Deployment" | "CronJob")
+            });
+            if owned && kind.is_workload() {
+                continue;
+            }
+            let Ok(value) = serde_json::to_value(&item) else {
+                continue;
             };
-            for item in page.items {
-                // A ReplicaSet a Deployment owns, a Job a CronJob owns: the
-                // owner is judged; judging the child too reports it twice.
-                let owned = item.metadata.owner_references.iter().flatten().any(|o| {
-                    o.controller == Some(true)
-                        && matches!(o.kind.as_str(), "Deployment" | "CronJob")
-                });
-                if owned {
-                    continue;
-                }
-                let value = match serde_json::to_value(&item) {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                };
-                match Object::from_value(kind, &value) {
-                    Ok(mut o) => {
-                        if o.metadata().namespace.is_none() {
-                            o.metadata_mut().namespace = Some("default".into());
-                        }
-                        out.push(o)
+            match Object::from_value(kind, &value) {
+                Ok(mut o) => {
+                    if kind.is_namespaced() && o.metadata().namespace.is_none() {
+                        o.metadata_mut().namespace = Some("default".into());
                     }
-                    Err(e) => {
-                        tracing::debug!(kind = kind_name, name = ?item.metadata.name, error = %e, "audit: unreadable object skipped")
-                    }
+                    out.push(o)
                 }
-            }
-            token = page.metadata.continue_.filter(|t| !t.is_empty());
-            if token.is_none() {
-                break;
+                Err(e) => {
+                    tracing::debug!(kind = kind_name, name = ?item.metadata.name, error = %e, "audit: unreadable object skipped")
+                }
             }
         }
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(Some(out));
+        }
+    }
+}
+
+/// PVCs and workloads, paged: what `audit_state` needs beside the index. A
+/// workload kind the server does not serve (404) or the service account may not
+/// list (403) is skipped with a warning, the same way every interval, so
+/// its rules are simply absent; any other error aborts the pass, since
+/// writing reports from half the objects would delete results that still
+/// hold.
+pub async fn list_objects(client: &Client) -> Result<Vec<Object>, ReporterError> {
+    let mut out = Vec::new();
+    for k in LISTED {
+        // Without PVCs every claim would look missing: they must be listable.
+        let optional = k.4 != Kind::PersistentVolumeClaim;
+        out.extend(list_kind(client, k, optional).await?.unwrap_or_default());
     }
     Ok(out)
+}
+
+/// A one-off audit of a live cluster (`claimguard audit` without
+/// `--snapshot`): list namespaces, StorageClasses, PVs and pods into a fresh
+/// index, and PVCs and workloads beside it — what `load_for_audit` returns
+/// for a snapshot file. Pods, PVs, StorageClasses and Namespaces must be
+/// listable; workloads may be skipped (see `list_objects`).
+pub async fn load_from_cluster(
+    client: &Client,
+) -> Result<(crate::cluster::ClusterState, Vec<Object>), ReporterError> {
+    let mut state = crate::cluster::ClusterState::new();
+    for k in INDEXED {
+        for o in list_kind(client, k, false).await?.unwrap_or_default() {
+            state.apply_object(&o);
+        }
+    }
+    let objects = list_objects(client).await?;
+    for o in &objects {
+        state.apply_object(o);
+    }
+    Ok((state, objects))
 }
 
 /// Results without their timestamps: what decides whether a report changed.
