@@ -516,6 +516,25 @@ async fn an_unsynced_view_is_not_audited() {
     assert!(matches!(err, ReporterError::NotSynced));
     // An empty view must not delete reports written before a restart.
     assert!(fake.lock().unwrap().log.is_empty());
+
+    // The periodic audit waits for the sync, then runs at once rather than
+    // one (long) interval later.
+    let task = tokio::spawn(reporter::run_periodic(
+        client(&base),
+        cluster.clone(),
+        || Arc::new(Policy::default()),
+        Duration::from_secs(3600),
+        Arc::new(AuditGauges::new()),
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(fake.lock().unwrap().log.is_empty());
+    cluster.set_synced(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.lock().unwrap().log.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    assert!(!fake.lock().unwrap().log.is_empty(), "no pass after sync");
 }
 
 #[test]

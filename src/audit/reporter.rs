@@ -415,6 +415,11 @@ pub async fn run_periodic(
     interval: Duration,
     gauges: Arc<AuditGauges>,
 ) {
+    // The first pass runs as soon as the view is synced, not one interval
+    // after start-up: a restart should not leave the reports stale for long.
+    while !cluster.is_synced() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
