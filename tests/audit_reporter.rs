@@ -582,3 +582,42 @@ async fn a_live_one_off_audit_equals_the_snapshot_audit() {
         .unwrap_err();
     assert!(err.to_string().contains("listing pods"), "{err}");
 }
+
+#[test]
+fn the_gauge_is_a_family_for_registry_register() {
+    let gauges = AuditGauges::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register(
+        "claimguard_audit_violations",
+        "Violations found by the last periodic audit, by rule",
+        gauges.family(),
+    );
+    let encode = |r: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, r).unwrap();
+        text
+    };
+    // Every rule is there before the first audit, at zero.
+    let before = encode(&registry);
+    assert!(
+        before.contains("claimguard_audit_violations{rule=\"rwop-exclusive\"} 0"),
+        "{before}"
+    );
+    let (s, o) = audit::load_for_audit(&[fixture()]).unwrap();
+    gauges.set(&audit::audit_state(&s, &o, &Policy::default()));
+    let after = encode(&registry);
+    assert!(
+        after.contains("# TYPE claimguard_audit_violations gauge"),
+        "{after}"
+    );
+    assert!(
+        after.contains("claimguard_audit_violations{rule=\"rwop-exclusive\"} 3"),
+        "{after}"
+    );
+    assert!(
+        after.contains("claimguard_audit_violations{rule=\"rollout-deadlock\"} 2"),
+        "{after}"
+    );
+    gauges.set(&audit::AuditReport::default());
+    assert!(encode(&registry).contains("claimguard_audit_violations{rule=\"rwop-exclusive\"} 0"));
+}

@@ -19,7 +19,8 @@ use kube::api::{
 };
 use kube::Client;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::MetricType;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,20 +72,36 @@ pub struct AuditOutcome {
 }
 
 /// The current per-rule violation counts of the last audit, shared with the
-/// server's `/metrics`. Register it as a prometheus-client collector
-/// (`registry.register_collector(Box::new(gauges.clone()))`, on a registry
-/// without a name prefix) or read `snapshot()`.
+/// server's `/metrics`. Wire it ONE of these ways:
+/// - `registry.register("claimguard_audit_violations", "…", gauges.family())`
+///   (a `Family<Vec<(String, String)>, Gauge>`, label `rule`; what the
+///   server's `Metrics::register(name, help, metric)` takes), or
+/// - `registry.register_collector(Box::new(gauges.clone()))` (the collector
+///   names the metric `claimguard_audit_violations` itself), or
+/// - read `snapshot()`.
 #[derive(Debug)]
 pub struct AuditGauges {
     counts: Mutex<BTreeMap<&'static str, i64>>,
+    family: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for AuditGauges {
     fn default() -> Self {
+        let family = Family::<Vec<(String, String)>, Gauge>::default();
+        for r in Rule::ALL {
+            // Every rule from the start: a gauge that appears only once a
+            // violation exists cannot show that there were none.
+            family.get_or_create(&rule_labels(r.id())).set(0);
+        }
         AuditGauges {
             counts: Mutex::new(Rule::ALL.iter().map(|r| (r.id(), 0)).collect()),
+            family,
         }
     }
+}
+
+fn rule_labels(rule: &str) -> Vec<(String, String)> {
+    vec![("rule".to_string(), rule.to_string())]
 }
 
 impl AuditGauges {
@@ -97,6 +114,7 @@ impl AuditGauges {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for (rule, n) in by_rule {
             c.insert(rule, n as i64);
+            self.family.get_or_create(&rule_labels(rule)).set(n as i64);
         }
     }
 
@@ -104,6 +122,12 @@ impl AuditGauges {
     pub fn snapshot(&self) -> Vec<(&'static str, i64)> {
         let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         c.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// The gauge family (label `rule`), for `Registry::register`. Clones
+    /// share the values.
+    pub fn family(&self) -> Family<Vec<(String, String)>, Gauge> {
+        self.family.clone()
     }
 }
 
