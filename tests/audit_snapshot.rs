@@ -265,3 +265,64 @@ fn policy_reports_parse_back() {
     let first_warn = order.iter().position(|r| *r == "warn").unwrap();
     assert!(order[first_warn..].iter().all(|r| *r == "warn"));
 }
+
+#[test]
+fn a_json_dump_reads_exactly_like_the_yaml_one() {
+    // `kubectl get -o json` output takes the fast path; YAML the reader's.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(fixtures().join("cluster.yaml")).unwrap();
+    let value: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    let json_path = dir.path().join("cluster.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    let (js, jo) = audit::load_for_audit(std::slice::from_ref(&json_path)).unwrap();
+    let (ys, yo) = audit::load_for_audit(&[fixtures().join("cluster.yaml")]).unwrap();
+    assert_eq!(js.canonical_dump(), ys.canonical_dump());
+    assert_eq!(jo, yo);
+    let policy = Policy::default();
+    assert_eq!(
+        audit::render_json(&audit::audit_state(&js, &jo, &policy)),
+        std::fs::read_to_string(fixtures().join("cluster.expected.json")).unwrap()
+    );
+}
+
+#[test]
+fn json_the_fast_path_refuses_gets_the_readers_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, want) in [
+        (
+            r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[]}}]}"#,
+            "no containers",
+        ),
+        (
+            r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"}}]}"#,
+            "has no spec",
+        ),
+        (
+            r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","metadata":{"name":"x"}}]}"#,
+            "has no kind",
+        ),
+        (
+            r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c"}],"volumes":3}}]}"#,
+            "Pod a",
+        ),
+    ] {
+        let p = dir.path().join("bad.json");
+        std::fs::write(&p, body).unwrap();
+        let e = audit::load_for_audit(std::slice::from_ref(&p))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(want) && e.contains("bad.json"),
+            "{e:?} should contain {want:?}"
+        );
+    }
+    // Kinds the audit does not use are skipped, as the reader skips them.
+    let p = dir.path().join("other.json");
+    std::fs::write(
+        &p,
+        r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}]}"#,
+    )
+    .unwrap();
+    let (s, o) = audit::load_for_audit(&[p]).unwrap();
+    assert!(s.canonical_dump().is_empty() && o.is_empty());
+}
