@@ -122,6 +122,9 @@ fn bench(c: &mut Criterion) {
     let items = cluster();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let dir = tempfile::tempdir().expect("tempdir");
+    if let Ok(keep) = std::env::var("AUDIT_BENCH_KEEP") {
+        std::fs::write(&keep, serde_json::to_vec(&list).expect("json")).expect("write");
+    }
     let json_path = dir.path().join("cluster.json");
     let yaml_path = dir.path().join("cluster.yaml");
     std::fs::write(&json_path, serde_json::to_vec(&list).expect("json")).expect("write");

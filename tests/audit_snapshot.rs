@@ -278,6 +278,17 @@ fn a_json_dump_reads_exactly_like_the_yaml_one() {
     let (ys, yo) = audit::load_for_audit(&[fixtures().join("cluster.yaml")]).unwrap();
     assert_eq!(js.canonical_dump(), ys.canonical_dump());
     assert_eq!(jo, yo);
+    // A JSON file read fast, then a YAML one: everything is read again by
+    // the reader, nothing twice.
+    let (ms, mo) =
+        audit::load_for_audit(&[json_path.clone(), fixtures().join("clean.yaml")]).unwrap();
+    let (rs, ro) = audit::load_for_audit(&[
+        fixtures().join("cluster.yaml"),
+        fixtures().join("clean.yaml"),
+    ])
+    .unwrap();
+    assert_eq!(ms.canonical_dump(), rs.canonical_dump());
+    assert_eq!(mo, ro);
     let policy = Policy::default();
     assert_eq!(
         audit::render_json(&audit::audit_state(&js, &jo, &policy)),

@@ -374,9 +374,19 @@ pub fn load_for_audit(paths: &[PathBuf]) -> Result<(ClusterState, Vec<Object>), 
     let mut state = ClusterState::new();
     let mut objects = Vec::new();
     for p in paths {
-        if fast_json_list(p, &mut state, &mut objects) {
-            continue;
+        if !fast_json_list(p, &mut state, &mut objects) {
+            // The fast path may have fed part of a file: start over, every
+            // file through the reader.
+            return load_with_reader(paths);
         }
+    }
+    Ok((state, objects))
+}
+
+fn load_with_reader(paths: &[PathBuf]) -> Result<(ClusterState, Vec<Object>), SnapshotError> {
+    let mut state = ClusterState::new();
+    let mut objects = Vec::new();
+    for p in paths {
         for d in snapshot::read_documents(p)? {
             let Some(o) = d.object else { continue };
             keep(&mut state, &mut objects, o);
@@ -409,9 +419,36 @@ struct RawHead<'a> {
     api_version: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// The fast path of `load_for_audit`. Returns false, having changed
-/// nothing, when the file is not a JSON List it can read exactly as
-/// `read_documents` would.
+/// One item of a JSON List: `Ok(None)` for a kind the audit does not use,
+/// `Err` for anything the reader would refuse or read differently.
+fn parse_item(item: &serde_json::value::RawValue) -> Result<Option<Object>, ()> {
+    let head = serde_json::from_str::<RawHead<'_>>(item.get()).map_err(|_| ())?;
+    let (Some(kind), Some(api)) = (head.kind, head.api_version) else {
+        return Err(());
+    };
+    let Some(k) = Kind::from_api_version(&api, &kind) else {
+        return Ok(None); // a kind the audit neither judges nor stores
+    };
+    let mut o = Object::from_slice(k, item.get().as_bytes()).map_err(|_| ())?;
+    // What the reader refuses; it will say so in its own words.
+    let complete = !o.metadata().name.is_empty()
+        && match &o {
+            Object::Pod(p) => p.spec.as_ref().is_some_and(|s| !s.containers.is_empty()),
+            Object::Workload(_, w) => w.spec.is_some(),
+            _ => true,
+        };
+    if !complete {
+        return Err(());
+    }
+    if k.is_namespaced() && o.metadata().namespace.is_none() {
+        o.metadata_mut().namespace = Some("default".into());
+    }
+    Ok(Some(o))
+}
+
+/// The fast path of `load_for_audit`. Returns false when the file is not a
+/// JSON List it can read exactly as `read_documents` would; the caller then
+/// drops what was fed so far and starts over with the reader.
 fn fast_json_list(
     path: &std::path::Path,
     state: &mut ClusterState,
@@ -436,40 +473,14 @@ fn fast_json_list(
     if list.kind != "List" {
         return false;
     }
-    let mut parsed = Vec::with_capacity(list.items.len());
+    // One item at a time, straight into the index: no second copy of
+    // 100k parsed pods alive at once.
     for item in &list.items {
-        let Ok(head) = serde_json::from_str::<RawHead<'_>>(item.get()) else {
-            return false;
-        };
-        let (Some(kind), Some(api)) = (head.kind, head.api_version) else {
-            return false;
-        };
-        let Some(k) = Kind::from_api_version(&api, &kind) else {
-            continue; // a kind the audit neither judges nor stores
-        };
-        let Ok(mut o) = Object::from_slice(k, item.get().as_bytes()) else {
-            return false;
-        };
-        // What the reader refuses; it will say so in its own words.
-        let m = o.metadata();
-        if m.name.is_empty() {
-            return false;
+        match parse_item(item) {
+            Ok(Some(o)) => keep(state, objects, o),
+            Ok(None) => {}
+            Err(()) => return false,
         }
-        let complete = match &o {
-            Object::Pod(p) => p.spec.as_ref().is_some_and(|s| !s.containers.is_empty()),
-            Object::Workload(_, w) => w.spec.is_some(),
-            _ => true,
-        };
-        if !complete {
-            return false;
-        }
-        if k.is_namespaced() && o.metadata().namespace.is_none() {
-            o.metadata_mut().namespace = Some("default".into());
-        }
-        parsed.push(o);
-    }
-    for o in parsed {
-        keep(state, objects, o);
     }
     true
 }
