@@ -3,7 +3,9 @@
 //! `audit_state` is the pure audit of an index (what `serve --audit-interval`
 //! does under the read lock); `snapshot_json`/`snapshot_yaml` are what
 //! `claimguard audit --snapshot FILE` does end to end: read and parse the
-//! dump, build the index, audit.
+//! dump, build the index, audit. `AUDIT_BENCH_KEEP=/tmp/cluster.json` also
+//! writes the generated 100k-pod dump there, to time the CLI on it
+//! (`time claimguard audit --snapshot /tmp/cluster.json --output json`).
 
 use claimguard::audit;
 use claimguard::policy::Policy;
