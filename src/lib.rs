@@ -8,7 +8,10 @@
 
 pub mod admission;
 pub mod audit;
+pub mod certs;
 pub mod check;
 pub mod cluster;
 pub mod objects;
 pub mod policy;
+pub mod reload;
+pub mod server;
