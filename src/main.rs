@@ -5,7 +5,7 @@ use anyhow::Context;
 use claimguard::admission::Engine;
 use claimguard::cluster::{self, SharedCluster};
 use claimguard::server::{self, ServeConfig};
-use claimguard::{certs, check, policy::Policy};
+use claimguard::{audit, certs, check, policy::Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +39,13 @@ enum CheckOutput {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum AuditOutput {
+    Text,
+    Json,
+    Policyreport,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The webhook server: AdmissionReview v1 on POST /validate over TLS,
@@ -59,6 +66,20 @@ enum Command {
         /// Manifest files or directories, applied in the order given.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Scan the cluster (or --snapshot) for violations that already exist.
+    /// Exit 0: none; 1: some; 2: error.
+    Audit {
+        /// Audit snapshot files instead of the cluster (repeatable; directories allowed).
+        #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
+        snapshot: Vec<PathBuf>,
+        /// Kubeconfig for the API server [default: in-cluster, then ~/.kube/config].
+        #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, env = "CLAIMGUARD_POLICY")]
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = AuditOutput::Text, env = "CLAIMGUARD_OUTPUT")]
+        output: AuditOutput,
     },
     /// Write a CA, a serving certificate for the Service's DNS names, a Secret
     /// manifest and a JSON Patch that sets caBundle on every webhook — for
@@ -184,6 +205,39 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Audit {
+            snapshot,
+            kubeconfig,
+            policy,
+            output,
+        } => {
+            let policy = load_policy(policy.as_ref())?;
+            let (state, objects) = if !snapshot.is_empty() {
+                let files = check::expand_paths(&snapshot)?;
+                audit::load_for_audit(&files)?
+            } else {
+                let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+                rt.block_on(async {
+                    let client = kube_client(kubeconfig.as_deref()).await?;
+                    anyhow::Ok(audit::reporter::load_from_cluster(&client).await?)
+                })
+                .context("read the cluster")?
+            };
+            let report = audit::audit_state(&state, &objects, &policy);
+            let text = match output {
+                AuditOutput::Text => audit::render_text(&report),
+                AuditOutput::Json => audit::render_json(&report),
+                AuditOutput::Policyreport => {
+                    audit::render_policy_reports(&report, std::time::SystemTime::now())
+                }
+            };
+            print!("{text}");
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Certs {
             namespace,
             service,
@@ -278,4 +332,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     server::run(config, engine).await?;
     Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("read {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }

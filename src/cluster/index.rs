@@ -67,6 +67,9 @@ struct PodEntry {
     node: Option<Arc<str>>,
     terminating: bool,
     reserved: bool,
+    /// The pod annotation `claimguard.io/allow-shared-writers: "true"`: the
+    /// audit needs it to judge existing pods as admission judged them.
+    allow_shared_writers: bool,
     claims: Box<[(Arc<str>, bool)]>,
 }
 
@@ -262,6 +265,12 @@ impl ClusterState {
             .filter(|u| !u.is_empty())
             .map(Box::from);
         let terminating = pod.metadata.deletion_timestamp.is_some();
+        let allow_shared_writers = pod
+            .metadata
+            .annotations
+            .get(crate::policy::ALLOW_SHARED_WRITERS)
+            .map(String::as_str)
+            == Some("true");
 
         let existing = self.pod_slots.get(&KeyRef { ns, name }).copied();
         let slot = match existing {
@@ -314,6 +323,7 @@ impl ClusterState {
             node,
             terminating,
             reserved,
+            allow_shared_writers,
             claims,
         });
         Some(key)
@@ -366,6 +376,17 @@ impl ClusterState {
     /// Every stored pod, in no particular order.
     pub fn pods(&self) -> impl Iterator<Item = PodProjection> + '_ {
         self.pods.iter().flatten().map(project)
+    }
+
+    /// Whether the stored pod carries `claimguard.io/allow-shared-writers: "true"`.
+    pub fn allows_shared_writers(&self, namespace: &str, name: &str) -> bool {
+        self.pod_slots
+            .get(&KeyRef {
+                ns: namespace,
+                name,
+            })
+            .and_then(|&s| self.pods[s as usize].as_ref())
+            .is_some_and(|p| p.allow_shared_writers)
     }
 
     /// Keys of the pods a watch has shown (reservations excluded): what a
