@@ -382,6 +382,33 @@ async fn forced_410_on_resume_relists() {
     assert_eq!(handle.watch_restarts(), 5);
 }
 
+/// A list interrupted between pages (continue token expired) starts over; the objects
+/// of the aborted pages and of the new list end exactly as a fresh build, including a
+/// re-list after deletions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_interrupted_between_pages_starts_over() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.gone_next_continues(2);
+    let (cluster, handle) = start_live(&server).await;
+    wait_for("synced", || cluster.is_synced()).await;
+    converge(&cluster, &server).await;
+    assert_eq!(server.gone_sent(), 2);
+    assert_eq!(handle.watch_restarts(), 2);
+
+    // A later re-list interrupted mid-way, after deletions the watch never delivered.
+    wait_for("five watches open", || server.open_watches() == 5).await;
+    server.partition();
+    for i in [1, 3, 5, 13, 15] {
+        server.delete(Kind::Pod, "team-b", &format!("app-{i}"));
+    }
+    server.expire_history();
+    server.gone_next_continues(1);
+    server.heal();
+    converge(&cluster, &server).await;
+    assert!(server.gone_sent() >= 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_reach_the_prometheus_counter() {
     let server = FakeApiServer::start().await;

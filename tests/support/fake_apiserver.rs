@@ -127,6 +127,7 @@ struct Inner {
     gone_next_watches: usize,
     fail_next_lists: usize,
     fail_lists_of: HashMap<Kind, usize>,
+    gone_next_continues: usize,
     partitioned: bool,
     get_delay: Duration,
     counters: Counters,
@@ -146,6 +147,7 @@ impl Default for Inner {
             gone_next_watches: 0,
             fail_next_lists: 0,
             fail_lists_of: HashMap::new(),
+            gone_next_continues: 0,
             partitioned: false,
             get_delay: Duration::ZERO,
             counters: Counters::default(),
@@ -383,6 +385,12 @@ impl FakeApiServer {
     /// The next `n` list requests get HTTP 500.
     pub fn fail_next_lists(&self, n: usize) {
         self.lock().fail_next_lists = n;
+    }
+
+    /// The next `n` list requests that carry a continue token get 410 Expired, as when
+    /// etcd compacts past a list in progress.
+    pub fn gone_next_continues(&self, n: usize) {
+        self.lock().gone_next_continues = n;
     }
 
     /// The next `n` list requests for `kind` get HTTP 500.
@@ -759,7 +767,11 @@ fn list(shared: &Shared, target: Target, query: &HashMap<String, String>) -> Htt
             else {
                 return status_response(400, "BadRequest", "invalid continue token");
             };
-            if tok.rv < inner.compacted_rv {
+            let forced = inner.gone_next_continues > 0;
+            if forced {
+                inner.gone_next_continues -= 1;
+            }
+            if forced || tok.rv < inner.compacted_rv {
                 inner.counters.gone_sent += 1;
                 return status_response(
                     410,
