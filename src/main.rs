@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use claimguard::admission::Engine;
-use claimguard::cluster::{self, SharedCluster};
+use claimguard::cluster::{self, live, ClusterState, SharedCluster};
 use claimguard::server::{self, ServeConfig};
 use claimguard::{audit, certs, check, policy::Policy};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -127,6 +127,10 @@ struct ServeArgs {
     /// keep-alive connections), then drain.
     #[arg(long, env = "CLAIMGUARD_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "5s")]
     shutdown_grace: Duration,
+    /// Audit the live view this often and write PolicyReports (wgpolicyk8s.io/v1alpha2)
+    /// per namespace, e.g. 10m. Off by default; needs the API server (not --snapshot).
+    #[arg(long, env = "CLAIMGUARD_AUDIT_INTERVAL", value_parser = parse_duration)]
+    audit_interval: Option<Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -218,7 +222,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
                 rt.block_on(async {
-                    let client = kube_client(kubeconfig.as_deref()).await?;
+                    let client = live::client_from(kubeconfig.as_deref()).await?;
                     anyhow::Ok(audit::reporter::load_from_cluster(&client).await?)
                 })
                 .context("read the cluster")?
@@ -297,9 +301,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         snapshot.push(PathBuf::from(DEV_SNAPSHOT));
     }
     let policy = load_policy(args.policy.as_ref())?;
+    let metrics = Arc::new(server::Metrics::new());
+    // Both feeders live as long as the server: dropping the handle stops the watchers.
+    let mut _live = None;
+    let mut client = None;
     let cluster = if snapshot.is_empty() {
-        anyhow::bail!("no cluster: give --snapshot FILE, or --dev (the live API server view is not built into this binary yet)");
+        let c = live::client_from(args.kubeconfig.as_deref()).await?;
+        let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
+        let restarts = metrics.register_counter(
+            "claimguard_watch_restarts",
+            "Watch errors after which a watcher retried or re-listed",
+        );
+        let opts = live::LiveOptions {
+            restarts_metric: Some(restarts),
+            ..Default::default()
+        };
+        _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
+        tracing::info!("watching pods, claims, volumes, storage classes and namespaces; /readyz turns 200 once synced");
+        client = Some(c);
+        cluster
     } else {
+        if args.audit_interval.is_some() {
+            anyhow::bail!("--audit-interval needs the API server; use `claimguard audit --snapshot` for files");
+        }
         let state = cluster::load_snapshot(&snapshot)?;
         tracing::info!(
             pods = state.pod_count(),
@@ -316,6 +340,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_secs(2),
         );
     }
+    if let (Some(interval), Some(client)) = (args.audit_interval, client) {
+        let gauges = Arc::new(audit::reporter::AuditGauges::new());
+        metrics.register(
+            "claimguard_audit_violations",
+            "Violations found by the last periodic audit, by rule",
+            gauges.family(),
+        );
+        let e = engine.clone();
+        tokio::spawn(audit::reporter::run_periodic(
+            client,
+            engine.cluster().clone(),
+            move || e.policy(),
+            interval,
+            gauges,
+        ));
+        tracing::info!(?interval, "periodic audit writes PolicyReports");
+    }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
     if let Some(ca) = ca {
@@ -330,18 +371,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ca.display()
         );
     }
-    server::run(config, engine).await?;
+    server::run_with_metrics(config, engine, metrics).await?;
     Ok(())
-}
-
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("read {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
