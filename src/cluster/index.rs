@@ -424,6 +424,22 @@ impl ClusterState {
         self.claims.entry(key).or_default().pvc = Some(facts);
     }
 
+    /// The facts of a claim the index does not hold (a live GET's answer),
+    /// resolved against the volumes the index knows.
+    pub fn facts_of(&self, pvc: &objects::PersistentVolumeClaim) -> ClaimFacts {
+        let spec = pvc.spec.as_ref();
+        let own = spec
+            .map(|s| AccessModes::from_names(&s.access_modes))
+            .unwrap_or_default();
+        let effective = spec
+            .and_then(|s| s.volume_name.as_deref())
+            .and_then(|v| self.volumes.get(v))
+            .filter(|m| !m.is_empty())
+            .copied()
+            .unwrap_or(own);
+        ClaimFacts { effective }
+    }
+
     pub fn delete_pvc(&mut self, namespace: &str, name: &str) {
         let k = KeyRef {
             ns: namespace,
