@@ -41,7 +41,11 @@ fn add_bench_claims(s: &mut ClusterState) {
         ("ledger-0", "exclusive-held", false),
     ];
     for (name, claim, ro) in holders {
-        s.apply_pod(&bench_pod(name, &[(claim, ro)], Some(&common::node_name(7))));
+        s.apply_pod(&bench_pod(
+            name,
+            &[(claim, ro)],
+            Some(&common::node_name(7)),
+        ));
     }
 }
 
@@ -75,7 +79,11 @@ fn decision(c: &mut Criterion) {
     let policy = Policy::default();
     let ns = common::namespace_name(0);
     let node = common::node_name(7);
-    let allowed = Object::Pod(bench_pod("orders-service-7d4b9c8f6d-x2x9k", CLAIMS3, Some(&node)));
+    let allowed = Object::Pod(bench_pod(
+        "orders-service-7d4b9c8f6d-x2x9k",
+        CLAIMS3,
+        Some(&node),
+    ));
     let denied = Object::Pod(bench_pod(
         "ledger-7d4b9c8f6d-q8w2z",
         &[("exclusive-held", false)],
@@ -128,7 +136,15 @@ fn wire(c: &mut Criterion) {
     let mut g = c.benchmark_group("wire");
     let empty = BTreeMap::new();
     g.bench_function("response_allowed", |b| {
-        b.iter(|| response_body(black_box("705ab4f5-6393-11e8-b7cc-42010a800002"), true, None, &[], &empty))
+        b.iter(|| {
+            response_body(
+                black_box("705ab4f5-6393-11e8-b7cc-42010a800002"),
+                true,
+                None,
+                &[],
+                &empty,
+            )
+        })
     });
     let warnings = vec!["[rwo-shared-writer] PersistentVolumeClaim \"data\" is ReadWriteOnce and written by pod payments-prod/web-0 on node ip-10-0-7-93.eu-west-1.compute.internal; this pod must share it".to_string()];
     let msg = "[rwop-exclusive] PersistentVolumeClaim \"data\" is ReadWriteOncePod and already used by pod payments-prod/ledger-0 on node ip-10-0-7-93.eu-west-1.compute.internal; delete that pod first or use another claim";
@@ -169,7 +185,10 @@ fn engine(c: &mut Criterion) {
         true,
     );
     g.bench_function("dry_run_allowed", |b| {
-        b.iter(|| rt.block_on(engine.review(black_box(dry.as_bytes()))).expect("review"))
+        b.iter(|| {
+            rt.block_on(engine.review(black_box(dry.as_bytes())))
+                .expect("review")
+        })
     });
     // Not dry-run: decision and reservation under the write lock, as the
     // API server's real requests. A live view (reservation TTL) so the pod
@@ -178,7 +197,10 @@ fn engine(c: &mut Criterion) {
     let engine = Engine::new(Policy::default(), cluster);
     let real = dry.replace("\"dryRun\":true", "\"dryRun\":false");
     g.bench_function("create_allowed_reserves", |b| {
-        b.iter(|| rt.block_on(engine.review(black_box(real.as_bytes()))).expect("review"))
+        b.iter(|| {
+            rt.block_on(engine.review(black_box(real.as_bytes())))
+                .expect("review")
+        })
     });
     let denied = common::pod_review_json(
         "705ab4f5-6393-11e8-b7cc-42010a800003",
@@ -190,7 +212,10 @@ fn engine(c: &mut Criterion) {
         false,
     );
     g.bench_function("create_denied_rwop", |b| {
-        b.iter(|| rt.block_on(engine.review(black_box(denied.as_bytes()))).expect("review"))
+        b.iter(|| {
+            rt.block_on(engine.review(black_box(denied.as_bytes())))
+                .expect("review")
+        })
     });
     g.finish();
 }

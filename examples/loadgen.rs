@@ -122,7 +122,9 @@ fn main() -> Result<()> {
     }
     match &args.url {
         Some(url) => rt.block_on(load(url, &args)),
-        None => bail!("nothing to do: give --url, --null-server, --scrape, --write-certs or --write-snapshot"),
+        None => bail!(
+            "nothing to do: give --url, --null-server, --scrape, --write-certs or --write-snapshot"
+        ),
     }
 }
 
@@ -143,7 +145,8 @@ fn write_certs(dir: &Path) -> Result<()> {
         SERVICE_DNS.to_string(),
         "claimguard.claimguard-system.svc.cluster.local".to_string(),
     ])?;
-    leaf.distinguished_name.push(DnType::CommonName, SERVICE_DNS);
+    leaf.distinguished_name
+        .push(DnType::CommonName, SERVICE_DNS);
     let cert = leaf.signed_by(&key, &issuer)?;
     std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
     std::fs::write(dir.join("tls.crt"), cert.pem())?;
@@ -160,14 +163,39 @@ fn load_objects(ns: &str, rng: &mut Rng, out: &mut Vec<serde_json::Value>) {
     let node = common::node_name(3);
     for k in 0..LOAD_CLAIMS {
         for (claim, mode, holders) in [
-            (format!("uploads-{k}"), "ReadWriteMany", vec![(format!("uploader-{k}-a"), false), (format!("uploader-{k}-b"), false)]),
-            (format!("config-{k}"), "ReadWriteOnce", vec![(format!("config-reader-{k}"), true)]),
-            (format!("scratch-{k}"), "ReadWriteOnce", vec![(format!("scratch-writer-{k}"), false)]),
-            (format!("wal-{k}"), "ReadWriteOncePod", vec![(format!("ledger-{k}"), false)]),
+            (
+                format!("uploads-{k}"),
+                "ReadWriteMany",
+                vec![
+                    (format!("uploader-{k}-a"), false),
+                    (format!("uploader-{k}-b"), false),
+                ],
+            ),
+            (
+                format!("config-{k}"),
+                "ReadWriteOnce",
+                vec![(format!("config-reader-{k}"), true)],
+            ),
+            (
+                format!("scratch-{k}"),
+                "ReadWriteOnce",
+                vec![(format!("scratch-writer-{k}"), false)],
+            ),
+            (
+                format!("wal-{k}"),
+                "ReadWriteOncePod",
+                vec![(format!("ledger-{k}"), false)],
+            ),
         ] {
             out.push(pvc_json(ns, &claim, mode, rng));
             for (pod, ro) in holders {
-                out.push(pod_json(ns, &pod, &rng.uuid(), &node, &[(claim.as_str(), ro)]));
+                out.push(pod_json(
+                    ns,
+                    &pod,
+                    &rng.uuid(),
+                    &node,
+                    &[(claim.as_str(), ro)],
+                ));
             }
         }
     }
@@ -183,7 +211,13 @@ fn pvc_json(ns: &str, name: &str, mode: &str, rng: &mut Rng) -> serde_json::Valu
     })
 }
 
-fn pod_json(ns: &str, name: &str, uid: &str, node: &str, claims: &[(&str, bool)]) -> serde_json::Value {
+fn pod_json(
+    ns: &str,
+    name: &str,
+    uid: &str,
+    node: &str,
+    claims: &[(&str, bool)],
+) -> serde_json::Value {
     let volumes: Vec<_> = claims
         .iter()
         .enumerate()
@@ -210,7 +244,9 @@ fn write_snapshot(file: &Path, pods: usize) -> Result<()> {
     let mut rng = Rng::new(11);
     for i in 0..common::NAMESPACES {
         let ns = common::namespace_name(i);
-        items.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        items.push(
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
         load_objects(&ns, &mut rng, &mut items);
     }
     let mut pvc_rng = Rng::new(12);
@@ -227,7 +263,11 @@ fn write_snapshot(file: &Path, pods: usize) -> Result<()> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
             items.push(pod_json(
                 p.metadata.namespace.as_deref().unwrap_or("default"),
                 &p.metadata.name,
@@ -277,7 +317,11 @@ fn request_pool() -> Vec<actix_web::web::Bytes> {
             } else {
                 vec![(uploads.as_str(), false), (config.as_str(), true)]
             };
-            let name = format!("orders-service-{}-{}", rng.kube_suffix(10), rng.kube_suffix(5));
+            let name = format!(
+                "orders-service-{}-{}",
+                rng.kube_suffix(10),
+                rng.kube_suffix(5)
+            );
             actix_web::web::Bytes::from(common::pod_review_json(
                 &rng.uuid(),
                 &ns,
@@ -298,11 +342,16 @@ fn loopback(url: &str) -> Result<(SocketAddr, String)> {
         .strip_prefix("https://")
         .context("the URL must be https://127.0.0.1:PORT/…")?;
     let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr: SocketAddr = hostport.parse().context("the URL host must be an IP:port")?;
+    let addr: SocketAddr = hostport
+        .parse()
+        .context("the URL host must be an IP:port")?;
     if !addr.ip().is_loopback() {
         bail!("only loopback addresses are allowed, not {}", addr.ip());
     }
-    Ok((addr, format!("https://{SERVICE_DNS}:{}/{path}", addr.port())))
+    Ok((
+        addr,
+        format!("https://{SERVICE_DNS}:{}/{path}", addr.port()),
+    ))
 }
 
 fn client(args: &Args, addr: SocketAddr) -> Result<reqwest::Client> {
@@ -365,7 +414,8 @@ async fn load(url: &str, args: &Args) -> Result<()> {
                 }
                 match outcome {
                     Ok(b) => {
-                        t.latencies_us.push((done - sent).as_micros().min(u32::MAX as u128) as u32);
+                        t.latencies_us
+                            .push((done - sent).as_micros().min(u32::MAX as u128) as u32);
                         if memchr(&b, b"\"allowed\":true") {
                             t.allowed += 1;
                         } else {
@@ -436,7 +486,13 @@ fn memchr(hay: &[u8], needle: &[u8]) -> bool {
 /// at the resolution of the server's buckets.
 async fn scrape(url: &str, args: &Args) -> Result<()> {
     let (addr, url) = loopback(url)?;
-    let text = client(args, addr)?.get(&url).send().await?.error_for_status()?.text().await?;
+    let text = client(args, addr)?
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     let mut count = 0.0;
     let mut sum = 0.0;
@@ -452,7 +508,13 @@ async fn scrape(url: &str, args: &Args) -> Result<()> {
             let le = rest
                 .split_once("le=\"")
                 .and_then(|(_, r)| r.split_once('"'))
-                .map(|(le, _)| if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) });
+                .map(|(le, _)| {
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(f64::NAN)
+                    }
+                });
             if let Some(le) = le.filter(|l| !l.is_nan()) {
                 match buckets.iter_mut().find(|(b, _)| *b == le) {
                     Some(b) => b.1 += value,
@@ -510,8 +572,14 @@ fn null_server(args: &Args) -> Result<()> {
     if !addr.ip().is_loopback() {
         bail!("the null server listens on loopback only");
     }
-    let cert_path = args.tls_cert.as_ref().context("--tls-cert FILE is required")?;
-    let key_path = args.tls_key.as_ref().context("--tls-key FILE is required")?;
+    let cert_path = args
+        .tls_cert
+        .as_ref()
+        .context("--tls-cert FILE is required")?;
+    let key_path = args
+        .tls_key
+        .as_ref()
+        .context("--tls-key FILE is required")?;
     let certs = CertificateDer::pem_file_iter(cert_path)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key_path)?;
     let tls = rustls::ServerConfig::builder()

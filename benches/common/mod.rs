@@ -51,21 +51,50 @@ impl Rng {
 }
 
 const TEAMS: &[&str] = &[
-    "payments", "checkout", "search", "catalog", "identity", "billing", "ledger", "fraud",
-    "notifications", "shipping",
+    "payments",
+    "checkout",
+    "search",
+    "catalog",
+    "identity",
+    "billing",
+    "ledger",
+    "fraud",
+    "notifications",
+    "shipping",
 ];
 const ENVS: &[&str] = &["prod", "staging", "dev", "qa", "perf"];
 const APPS: &[&str] = &[
-    "web", "api", "worker", "postgres", "redis", "kafka", "elasticsearch", "minio", "grafana",
-    "prometheus", "orders-service", "inventory-sync", "image-resizer", "session-store",
-    "report-generator", "etl-runner", "mongodb", "rabbitmq", "zookeeper", "nginx-ingress",
+    "web",
+    "api",
+    "worker",
+    "postgres",
+    "redis",
+    "kafka",
+    "elasticsearch",
+    "minio",
+    "grafana",
+    "prometheus",
+    "orders-service",
+    "inventory-sync",
+    "image-resizer",
+    "session-store",
+    "report-generator",
+    "etl-runner",
+    "mongodb",
+    "rabbitmq",
+    "zookeeper",
+    "nginx-ingress",
 ];
 
 pub const NAMESPACES: usize = 50;
 pub const NODES: usize = 500;
 
 pub fn namespace_name(i: usize) -> String {
-    format!("{}-{}", TEAMS[i % TEAMS.len()], ENVS[(i / TEAMS.len()) % ENVS.len()])
+    format!(
+        "{}-{}",
+        TEAMS[i % TEAMS.len()],
+        ENVS[(i / TEAMS.len()) % ENVS.len()]
+    )
 }
 
 /// EKS-style node names, 40-odd characters.
@@ -237,7 +266,12 @@ pub fn stream_cluster(
     while made_pvcs < pvcs {
         let ns = namespace_name(j % NAMESPACES);
         let app = APPS[(j / NAMESPACES) % APPS.len()];
-        let p = pvc(&mut rng, &ns, &format!("data-{app}-old-{j}"), &["ReadWriteOnce"]);
+        let p = pvc(
+            &mut rng,
+            &ns,
+            &format!("data-{app}-old-{j}"),
+            &["ReadWriteOnce"],
+        );
         if with_pvs {
             sink(Item::Pv(pv_for(&p)));
         }
@@ -265,7 +299,11 @@ impl Item {
     }
 }
 
-pub fn build_state(pods: usize, pvcs: usize, claim_share: f64) -> claimguard::cluster::ClusterState {
+pub fn build_state(
+    pods: usize,
+    pvcs: usize,
+    claim_share: f64,
+) -> claimguard::cluster::ClusterState {
     let mut s = claimguard::cluster::ClusterState::new();
     stream_cluster(pods, pvcs, claim_share, false, |it| it.apply(&mut s));
     s

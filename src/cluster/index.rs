@@ -9,8 +9,9 @@
 
 use super::{AccessModes, ClaimFacts, ClusterView, LookupError, NamespaceMode, StorageClassFacts};
 use crate::objects::{self, Object};
-use hashbrown::{Equivalent, HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashSet, HashTable};
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,19 +68,255 @@ struct PodEntry {
     node: Option<Arc<str>>,
     terminating: bool,
     reserved: bool,
-    claims: Box<[(Arc<str>, bool)]>,
+    claims: PodClaims,
+}
+
+/// A pod's claims with their read-only flags. Almost every pod that uses a
+/// claim uses exactly one, so that one lives inline: no allocation.
+#[derive(Debug)]
+enum PodClaims {
+    One(Arc<str>, bool),
+    Many(Box<[(Arc<str>, bool)]>),
+}
+
+impl PodClaims {
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, bool)> {
+        let (one, many) = match self {
+            PodClaims::One(c, ro) => (Some((c, *ro)), &[][..]),
+            PodClaims::Many(m) => (None, &m[..]),
+        };
+        one.into_iter().chain(many.iter().map(|(c, ro)| (c, *ro)))
+    }
 }
 
 #[derive(Debug, Default)]
 struct ClaimEntry {
     pvc: Option<PvcEntry>,
-    consumers: Vec<u32>,
+    consumers: Slots,
 }
 
+/// Slab slots of a claim's consumers. Most claims have at most three
+/// consumers, so those live inline in the 24 bytes a `Vec` header takes.
 #[derive(Debug, Clone)]
-struct PvcEntry {
-    modes: AccessModes,
-    volume: Option<Arc<str>>,
+enum Slots {
+    Inline { len: u8, items: [u32; 3] },
+    Heap(Vec<u32>),
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::Inline {
+            len: 0,
+            items: [0; 3],
+        }
+    }
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Slots::Inline { len, items } => &items[..*len as usize],
+            Slots::Heap(v) => v,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+    fn iter(&self) -> std::slice::Iter<'_, u32> {
+        self.as_slice().iter()
+    }
+    fn contains(&self, slot: &u32) -> bool {
+        self.as_slice().contains(slot)
+    }
+    fn push(&mut self, slot: u32) {
+        match self {
+            Slots::Inline { len, items } if (*len as usize) < items.len() => {
+                items[*len as usize] = slot;
+                *len += 1;
+            }
+            Slots::Inline { len, items } => {
+                let mut v = items[..*len as usize].to_vec();
+                v.push(slot);
+                *self = Slots::Heap(v);
+            }
+            Slots::Heap(v) => v.push(slot),
+        }
+    }
+    fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        match self {
+            Slots::Inline { len, items } => {
+                let mut n = 0;
+                for i in 0..*len as usize {
+                    if keep(items[i]) {
+                        items[n] = items[i];
+                        n += 1;
+                    }
+                }
+                *len = n as u8;
+            }
+            Slots::Heap(v) => v.retain(|s| keep(*s)),
+        }
+    }
+}
+
+/// What the index keeps of a PVC: its own access modes and the PV it is
+/// bound to. CSI provisioners name volumes `pvc-<uid>`; such a name is kept
+/// as its 16 UUID bytes, so the whole entry fits in 24 bytes.
+#[derive(Debug, Clone)]
+enum PvcEntry {
+    Unbound(AccessModes),
+    PvcUuid(AccessModes, [u8; 16]),
+    Named(AccessModes, Box<str>),
+}
+
+impl PvcEntry {
+    fn new(modes: AccessModes, volume: Option<&str>) -> PvcEntry {
+        match volume {
+            None => PvcEntry::Unbound(modes),
+            Some(v) => match VolumeRef::of(v) {
+                VolumeRef::PvcUuid(u) => PvcEntry::PvcUuid(modes, u),
+                VolumeRef::Named(n) => PvcEntry::Named(modes, n.into()),
+            },
+        }
+    }
+    fn modes(&self) -> AccessModes {
+        match self {
+            PvcEntry::Unbound(m) | PvcEntry::PvcUuid(m, _) | PvcEntry::Named(m, _) => *m,
+        }
+    }
+    fn volume(&self) -> Option<VolumeRef<'_>> {
+        match self {
+            PvcEntry::Unbound(_) => None,
+            PvcEntry::PvcUuid(_, u) => Some(VolumeRef::PvcUuid(*u)),
+            PvcEntry::Named(_, n) => Some(VolumeRef::Named(n)),
+        }
+    }
+}
+
+/// A PersistentVolume name, `pvc-<uuid>` kept as 16 bytes. Only the
+/// canonical lowercase form is compacted, so printing it gives back exactly
+/// the name that came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum VolumeName {
+    PvcUuid([u8; 16]),
+    Named(Box<str>),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum VolumeRef<'a> {
+    PvcUuid([u8; 16]),
+    Named(&'a str),
+}
+
+impl<'a> VolumeRef<'a> {
+    fn of(name: &'a str) -> VolumeRef<'a> {
+        match name.strip_prefix("pvc-").and_then(parse_uuid) {
+            Some(u) => VolumeRef::PvcUuid(u),
+            None => VolumeRef::Named(name),
+        }
+    }
+}
+
+impl VolumeName {
+    fn as_ref(&self) -> VolumeRef<'_> {
+        match self {
+            VolumeName::PvcUuid(u) => VolumeRef::PvcUuid(*u),
+            VolumeName::Named(n) => VolumeRef::Named(n),
+        }
+    }
+}
+
+impl Hash for VolumeName {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_ref().hash(h)
+    }
+}
+
+impl Hash for VolumeRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self {
+            VolumeRef::PvcUuid(u) => {
+                0u8.hash(h);
+                u.hash(h);
+            }
+            VolumeRef::Named(n) => {
+                1u8.hash(h);
+                n.hash(h);
+            }
+        }
+    }
+}
+
+impl Equivalent<VolumeName> for VolumeRef<'_> {
+    fn equivalent(&self, k: &VolumeName) -> bool {
+        match (self, k) {
+            (VolumeRef::PvcUuid(a), VolumeName::PvcUuid(b)) => a == b,
+            (VolumeRef::Named(a), VolumeName::Named(b)) => *a == &**b,
+            _ => false,
+        }
+    }
+}
+
+impl From<VolumeRef<'_>> for VolumeName {
+    fn from(r: VolumeRef<'_>) -> VolumeName {
+        match r {
+            VolumeRef::PvcUuid(u) => VolumeName::PvcUuid(u),
+            VolumeRef::Named(n) => VolumeName::Named(n.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for VolumeRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VolumeRef::Named(n) => f.write_str(n),
+            VolumeRef::PvcUuid(u) => {
+                f.write_str("pvc-")?;
+                for (i, b) in u.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for VolumeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_ref().fmt(f)
+    }
+}
+
+/// `8-4-4-4-12` lowercase hex, exactly; anything else is kept as text.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b[i] != b'-' {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        let hex = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        out[n] = (hex(b[i])? << 4) | hex(b[i + 1])?;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
 }
 
 #[derive(Debug, Clone)]
@@ -99,14 +336,21 @@ pub struct Consumer<'a> {
     pub read_only: bool,
 }
 
+/// Memory layout, for 100,000 pods and PVCs (docs/performance.md): claim
+/// names are not interned (a claim name is shared only between its claim
+/// entry and its consumers, which clone the entry's `Arc`); only namespace,
+/// node and provisioner names, which thousands of objects share, are.
+/// `pod_slots` holds bare slab indexes hashed by the pod's (namespace, name)
+/// stored in the slab, so a pod's key is stored once.
 #[derive(Debug, Default)]
 pub struct ClusterState {
     interned: HashSet<Arc<str>>,
     pods: Vec<Option<PodEntry>>,
     free: Vec<u32>,
-    pod_slots: HashMap<Key, u32>,
+    hasher: DefaultHashBuilder,
+    pod_slots: HashTable<u32>,
     claims: HashMap<Key, ClaimEntry>,
-    volumes: HashMap<Box<str>, AccessModes>,
+    volumes: HashMap<VolumeName, AccessModes>,
     classes: HashMap<Box<str>, ClassEntry>,
     namespaces: HashMap<Box<str>, Option<NamespaceMode>>,
     reservations: VecDeque<(Instant, Key)>,
@@ -182,6 +426,21 @@ impl ClusterState {
         }
     }
 
+    fn slot_hash(hasher: &DefaultHashBuilder, ns: &str, name: &str) -> u64 {
+        hasher.hash_one(KeyRef { ns, name })
+    }
+
+    fn find_slot(&self, ns: &str, name: &str) -> Option<u32> {
+        let pods = &self.pods;
+        self.pod_slots
+            .find(Self::slot_hash(&self.hasher, ns, name), |&s| {
+                pods[s as usize]
+                    .as_ref()
+                    .is_some_and(|p| *p.key.ns == *ns && *p.key.name == *name)
+            })
+            .copied()
+    }
+
     // ---- pods -------------------------------------------------------------
 
     pub fn apply_pod(&mut self, pod: &objects::Pod) {
@@ -192,10 +451,7 @@ impl ClusterState {
     /// the watch shows it (then it is an ordinary pod) or `deadline` passes.
     pub fn reserve_pod(&mut self, pod: &objects::Pod, deadline: Instant) {
         let ns = namespace_of(&pod.metadata);
-        if let Some(&slot) = self.pod_slots.get(&KeyRef {
-            ns,
-            name: &pod.metadata.name,
-        }) {
+        if let Some(slot) = self.find_slot(ns, &pod.metadata.name) {
             if let Some(e) = &self.pods[slot as usize] {
                 if !e.reserved {
                     // The watch was faster than us: the real pod is there.
@@ -220,9 +476,8 @@ impl ClusterState {
                 break;
             };
             let still_reserved = self
-                .pod_slots
-                .get(&key)
-                .and_then(|&s| self.pods[s as usize].as_ref())
+                .find_slot(&key.ns, &key.name)
+                .and_then(|s| self.pods[s as usize].as_ref())
                 .is_some_and(|e| e.reserved);
             if still_reserved {
                 self.delete_pod(&key.ns, &key.name);
@@ -247,8 +502,25 @@ impl ClusterState {
             return None;
         }
         let ns_arc = self.intern(ns);
-        let claims: Box<[(Arc<str>, bool)]> =
-            claims.iter().map(|(c, ro)| (self.intern(c), *ro)).collect();
+        // Share the claim entry's name when there is one.
+        let mut linked: Vec<(Arc<str>, bool)> = claims
+            .iter()
+            .map(|(c, ro)| {
+                let name = match self.claims.get_key_value(&KeyRef { ns, name: c }) {
+                    Some((k, _)) => k.name.clone(),
+                    None => Arc::from(*c),
+                };
+                (name, *ro)
+            })
+            .collect();
+        let claims = match linked.pop() {
+            Some((c, ro)) if linked.is_empty() => PodClaims::One(c, ro),
+            Some(last) => {
+                linked.push(last);
+                PodClaims::Many(linked.into_boxed_slice())
+            }
+            None => PodClaims::Many(Box::default()),
+        };
         let node = pod
             .spec
             .as_ref()
@@ -263,37 +535,25 @@ impl ClusterState {
             .map(Box::from);
         let terminating = pod.metadata.deletion_timestamp.is_some();
 
-        let existing = self.pod_slots.get(&KeyRef { ns, name }).copied();
+        let existing = self.find_slot(ns, name);
         let slot = match existing {
             Some(slot) => {
                 self.unlink(slot);
                 slot
             }
-            None => {
-                let key = Key {
-                    ns: ns_arc.clone(),
-                    name: Arc::from(name),
-                };
-                let slot = match self.free.pop() {
-                    Some(s) => s,
-                    None => {
-                        self.pods.push(None);
-                        (self.pods.len() - 1) as u32
-                    }
-                };
-                self.pod_slots.insert(key, slot);
-                slot
-            }
+            None => match self.free.pop() {
+                Some(s) => s,
+                None => {
+                    self.pods.push(None);
+                    (self.pods.len() - 1) as u32
+                }
+            },
         };
         let key = match &self.pods[slot as usize] {
             Some(old) => old.key.clone(),
             None => Key {
                 ns: ns_arc.clone(),
-                name: self
-                    .pod_slots
-                    .get_key_value(&KeyRef { ns, name })
-                    .map(|(k, _)| k.name.clone())
-                    .unwrap_or_else(|| Arc::from(name)),
+                name: Arc::from(name),
             },
         };
         for (claim, _) in claims.iter() {
@@ -316,6 +576,17 @@ impl ClusterState {
             reserved,
             claims,
         });
+        if existing.is_none() {
+            // The slab entry is in place before the table can rehash over it.
+            let (pods, hasher) = (&self.pods, &self.hasher);
+            self.pod_slots
+                .insert_unique(Self::slot_hash(hasher, ns, name), slot, |&s| {
+                    match &pods[s as usize] {
+                        Some(p) => Self::slot_hash(hasher, &p.key.ns, &p.key.name),
+                        None => 0,
+                    }
+                });
+        }
         Some(key)
     }
 
@@ -330,7 +601,7 @@ impl ClusterState {
                 name: claim,
             };
             if let Some(c) = self.claims.get_mut(&k) {
-                c.consumers.retain(|s| *s != slot);
+                c.consumers.retain(|s| s != slot);
                 if c.consumers.is_empty() && c.pvc.is_none() {
                     self.claims.remove(&k);
                 }
@@ -339,12 +610,18 @@ impl ClusterState {
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        let Some(slot) = self.pod_slots.remove(&KeyRef {
-            ns: namespace,
-            name,
-        }) else {
+        let pods = &self.pods;
+        let Ok(found) =
+            self.pod_slots
+                .find_entry(Self::slot_hash(&self.hasher, namespace, name), |&s| {
+                    pods[s as usize]
+                        .as_ref()
+                        .is_some_and(|p| *p.key.ns == *namespace && *p.key.name == *name)
+                })
+        else {
             return;
         };
+        let (slot, _) = found.remove();
         self.unlink(slot);
         self.pods[slot as usize] = None;
         self.free.push(slot);
@@ -356,10 +633,7 @@ impl ClusterState {
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<PodProjection> {
-        let slot = *self.pod_slots.get(&KeyRef {
-            ns: namespace,
-            name,
-        })?;
+        let slot = self.find_slot(namespace, name)?;
         self.pods[slot as usize].as_ref().map(project)
     }
 
@@ -386,21 +660,30 @@ impl ClusterState {
         if pvc.metadata.name.is_empty() {
             return;
         }
-        let spec = pvc.spec.clone().unwrap_or_default();
-        let volume = spec
-            .volume_name
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .map(|v| self.intern(v));
-        let facts = PvcEntry {
-            modes: AccessModes::from_names(&spec.access_modes),
-            volume,
-        };
-        let key = Key {
-            ns: self.intern(ns),
-            name: self.intern(&pvc.metadata.name),
-        };
-        self.claims.entry(key).or_default().pvc = Some(facts);
+        let name = pvc.metadata.name.as_str();
+        let spec = pvc.spec.as_ref();
+        let facts = PvcEntry::new(
+            spec.map(|s| AccessModes::from_names(&s.access_modes))
+                .unwrap_or_default(),
+            spec.and_then(|s| s.volume_name.as_deref())
+                .filter(|v| !v.is_empty()),
+        );
+        match self.claims.get_mut(&KeyRef { ns, name }) {
+            Some(c) => c.pvc = Some(facts),
+            None => {
+                let key = Key {
+                    ns: self.intern(ns),
+                    name: Arc::from(name),
+                };
+                self.claims.insert(
+                    key,
+                    ClaimEntry {
+                        pvc: Some(facts),
+                        consumers: Slots::default(),
+                    },
+                );
+            }
+        }
     }
 
     pub fn delete_pvc(&mut self, namespace: &str, name: &str) {
@@ -446,11 +729,12 @@ impl ClusterState {
             .as_ref()
             .map(|s| AccessModes::from_names(&s.access_modes))
             .unwrap_or_default();
-        self.volumes.insert(pv.metadata.name.as_str().into(), modes);
+        self.volumes
+            .insert(VolumeRef::of(&pv.metadata.name).into(), modes);
     }
 
     pub fn delete_pv(&mut self, name: &str) {
-        self.volumes.remove(name);
+        self.volumes.remove(&VolumeRef::of(name));
     }
 
     pub fn pv_names(&self) -> Vec<String> {
@@ -523,7 +807,7 @@ impl ClusterState {
             let mut claims: Vec<String> = p
                 .claims
                 .iter()
-                .map(|(c, ro)| format!("{c}:{}", if *ro { "ro" } else { "rw" }))
+                .map(|(c, ro)| format!("{c}:{}", if ro { "ro" } else { "rw" }))
                 .collect();
             claims.sort();
             out.push(format!(
@@ -543,8 +827,10 @@ impl ClusterState {
                     "pvc {}/{} modes={} volume={}",
                     k.ns,
                     k.name,
-                    pvc.modes,
-                    pvc.volume.as_deref().unwrap_or("-")
+                    pvc.modes(),
+                    pvc.volume()
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "-".into())
                 ));
             }
             let mut users: Vec<&str> = c
@@ -591,11 +877,7 @@ fn project(p: &PodEntry) -> PodProjection {
         node: p.node.as_deref().map(str::to_string),
         terminating: p.terminating,
         reserved: p.reserved,
-        claims: p
-            .claims
-            .iter()
-            .map(|(c, ro)| (c.to_string(), *ro))
-            .collect(),
+        claims: p.claims.iter().map(|(c, ro)| (c.to_string(), ro)).collect(),
     }
 }
 
@@ -612,12 +894,11 @@ impl ClusterView for ClusterState {
             return Ok(None);
         };
         let effective = pvc
-            .volume
-            .as_deref()
-            .and_then(|v| self.volumes.get(v))
+            .volume()
+            .and_then(|v| self.volumes.get(&v))
             .filter(|m| !m.is_empty())
             .copied()
-            .unwrap_or(pvc.modes);
+            .unwrap_or(pvc.modes());
         Ok(Some(ClaimFacts { effective }))
     }
 
@@ -641,8 +922,8 @@ impl ClusterView for ClusterState {
                 read_only: p
                     .claims
                     .iter()
-                    .find(|(c, _)| &**c == claim)
-                    .is_some_and(|(_, ro)| *ro),
+                    .find(|(c, _)| &***c == claim)
+                    .is_some_and(|(_, ro)| ro),
             })
             .collect())
     }
@@ -783,6 +1064,115 @@ mod tests {
         let c = s.consumers("default", "data").unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].name, "a");
+    }
+
+    #[test]
+    fn volume_names_round_trip() {
+        let canonical = "pvc-0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5f";
+        assert!(matches!(VolumeRef::of(canonical), VolumeRef::PvcUuid(_)));
+        assert_eq!(VolumeRef::of(canonical).to_string(), canonical);
+        // Not canonical: kept as text so it prints back unchanged.
+        for name in [
+            "pvc-0B6F0C3E-1B7E-4B43-9F4E-6A1D2C3B4A5F",
+            "pvc-0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5",
+            "pvc-0b6f0c3e+1b7e-4b43-9f4e-6a1d2c3b4a5f",
+            "0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5f",
+            "pv-nfs-1",
+        ] {
+            assert!(matches!(VolumeRef::of(name), VolumeRef::Named(_)), "{name}");
+            assert_eq!(VolumeRef::of(name).to_string(), name);
+        }
+        let mut s = ClusterState::new();
+        for (pvc, pv, pv_modes) in [
+            ("a", canonical, "ReadWriteOncePod"),
+            ("b", "pv-nfs-1", "ReadWriteMany"),
+        ] {
+            s.apply_pvc(
+                &serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": pvc, "namespace": "default"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": pv}
+                }))
+                .unwrap(),
+            );
+            s.apply_pv(
+                &serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": pv}, "spec": {"accessModes": [pv_modes]}
+                }))
+                .unwrap(),
+            );
+        }
+        assert!(s
+            .claim("default", "a")
+            .unwrap()
+            .unwrap()
+            .effective
+            .is_rwop());
+        assert_eq!(
+            s.claim("default", "b").unwrap().unwrap().effective,
+            AccessModes::RWX
+        );
+        let dump = s.canonical_dump();
+        assert!(dump.contains(&format!(
+            "pvc default/a modes=ReadWriteOnce volume={canonical}"
+        )));
+        assert!(dump.contains(&format!("pv {canonical} modes=ReadWriteOncePod")));
+        assert!(dump.contains(&"pvc default/b modes=ReadWriteOnce volume=pv-nfs-1".to_string()));
+        let mut names = s.pv_names();
+        names.sort();
+        assert_eq!(names, vec!["pv-nfs-1".to_string(), canonical.to_string()]);
+        s.delete_pv(canonical);
+        assert_eq!(
+            s.claim("default", "a").unwrap().unwrap().effective,
+            AccessModes::RWO
+        );
+    }
+
+    #[test]
+    fn many_consumers_and_many_claims() {
+        let mut s = ClusterState::new();
+        let names: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
+        for n in &names {
+            s.apply_pod(&pod(
+                "default",
+                n,
+                Some("n1"),
+                &[("shared", false), ("logs", true)],
+            ));
+        }
+        let c = s.consumers("default", "shared").unwrap();
+        assert_eq!(c.len(), 7);
+        assert!(s
+            .consumers("default", "logs")
+            .unwrap()
+            .iter()
+            .all(|c| c.read_only));
+        for n in &names[..5] {
+            s.delete_pod("default", n);
+        }
+        let mut left: Vec<&str> = s
+            .consumers("default", "shared")
+            .unwrap()
+            .iter()
+            .map(|c| c.name)
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["p5", "p6"]);
+        // Re-adding after removals reuses slots and keeps every link right.
+        for n in &names[..5] {
+            s.apply_pod(&pod("default", n, None, &[("shared", true)]));
+        }
+        assert_eq!(s.consumers("default", "shared").unwrap().len(), 7);
+        assert_eq!(s.consumers("default", "logs").unwrap().len(), 2);
+        assert_eq!(s.pod_count(), 7);
+        assert_eq!(
+            s.pod("default", "p0").unwrap().claims,
+            vec![("shared".to_string(), true)]
+        );
+        for n in &names {
+            s.delete_pod("default", n);
+        }
+        assert_eq!(s.pod_count(), 0);
+        assert!(s.canonical_dump().is_empty());
     }
 
     #[test]

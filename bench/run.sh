@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Every performance figure of docs/performance.md, in one command:
+#
+#   bench/run.sh            # ~8 minutes on 2 cores after the release build
+#
+# Environment knobs: DURATION (load seconds per server, default 10),
+# CONNECTIONS (default 32), PODS (snapshot size, default 100000),
+# SKIP_CRITERION=1, SKIP_LOAD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+PODS=${PODS:-100000}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say() { printf '\n== %s\n' "$*"; }
+
+say "machine"
+echo "$(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(free -g | awk '/Mem:/{print $2}') GB RAM; $(uname -sr); $(rustc --version)"
+
+say "release build"
+cargo build --release --bins --examples 2>&1 | grep -Ev '^\s*(Compiling|Finished|Blocking)' || true
+LOADGEN=target/release/examples/loadgen
+
+if [[ -z "${SKIP_CRITERION:-}" ]]; then
+    say "criterion: decision, wire, engine, index updates (short measurement)"
+    cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3 --noplot 2>&1 \
+        | grep -Ev '^\s*(Compiling|Finished|Running|Blocking|Benchmarking .*: (Warming|Collecting|Analyzing))' \
+        | grep -Ev '^(Found [0-9]+ outliers|  [0-9]+ \((low|high) (mild|severe)\)|\s*$)' || true
+fi
+
+say "index memory (counting allocator) and RSS"
+target/release/examples/memory "$PODS" "$PODS"
+
+if [[ -z "${SKIP_LOAD:-}" ]]; then
+    say "load: null server vs claimguard serve, ${CONNECTIONS} connections, ${DURATION} s each"
+    "$LOADGEN" --write-certs "$WORK/certs" >/dev/null
+    "$LOADGEN" --write-snapshot "$WORK/cluster.json" --pods "$PODS"
+    port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
+    wait_up() { # wait until something accepts TLS on $1
+        for _ in $(seq 1 600); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+            sleep 0.1
+        done
+        echo "server on port $1 did not come up" >&2; return 1
+    }
+    NULL_PORT=$(port)
+    "$LOADGEN" --null-server --listen "127.0.0.1:$NULL_PORT" \
+        --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" >"$WORK/null.log" 2>&1 &
+    PIDS+=($!)
+    wait_up "$NULL_PORT"
+    "$LOADGEN" --label null --url "https://127.0.0.1:$NULL_PORT/validate" --ca "$WORK/certs/ca.pem" \
+        --connections "$CONNECTIONS" --duration "$DURATION" | tee "$WORK/null.out"
+    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+
+    CG_PORT=$(port)
+    if target/release/claimguard serve --help >/dev/null 2>&1; then
+        START=$(date +%s.%N)
+        target/release/claimguard serve --listen "127.0.0.1:$CG_PORT" \
+            --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
+            --snapshot "$WORK/cluster.json" >"$WORK/claimguard.log" 2>&1 &
+        CG_PID=$!
+        PIDS+=($CG_PID)
+        wait_up "$CG_PORT"
+        echo "claimguard serve: snapshot loaded and listening after $(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e-s}') s; RSS $(awk '/VmRSS/{printf "%.1f MB", $2/1024}' /proc/$CG_PID/status)"
+        "$LOADGEN" --label claimguard --url "https://127.0.0.1:$CG_PORT/validate" --ca "$WORK/certs/ca.pem" \
+            --connections "$CONNECTIONS" --duration "$DURATION" | tee "$WORK/cg.out"
+        echo "claimguard serve RSS after the load: $(awk '/VmRSS/{printf "%.1f MB", $2/1024}' /proc/$CG_PID/status)"
+        "$LOADGEN" --scrape "https://127.0.0.1:$CG_PORT/metrics" --ca "$WORK/certs/ca.pem" \
+            || echo "(no server-side histogram: /metrics did not answer with claimguard_admission_duration_seconds)"
+        kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
+        say "headline"
+        awk '/^RESULT label=null /{for(i=1;i<=NF;i++){split($i,kv,"="); if(kv[1]=="rps") n=kv[2]}}
+             /^RESULT label=claimguard /{for(i=1;i<=NF;i++){split($i,kv,"="); if(kv[1]=="rps") c=kv[2]}}
+             END{ if(n>0) printf "claimguard %d req/s / null %d req/s = %.2f (target >= 0.70)\n", c, n, c/n }' \
+            "$WORK/null.out" "$WORK/cg.out"
+    else
+        echo "target/release/claimguard has no 'serve' command yet: only the null server was measured"
+    fi
+fi
