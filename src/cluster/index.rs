@@ -159,6 +159,45 @@ impl Slots {
     }
 }
 
+/// The pod slab, in fixed chunks: a `Vec` doubles, so 100,000 pods would sit
+/// in room for 131,072 and a quarter of the slab would be empty.
+#[derive(Debug, Default)]
+struct Slab {
+    chunks: Vec<Box<[Option<PodEntry>]>>,
+    len: usize,
+}
+
+const SLAB_CHUNK: usize = 1024;
+
+impl Slab {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn push(&mut self, entry: Option<PodEntry>) {
+        if self.len == self.chunks.len() * SLAB_CHUNK {
+            self.chunks.push((0..SLAB_CHUNK).map(|_| None).collect());
+        }
+        self.chunks[self.len / SLAB_CHUNK][self.len % SLAB_CHUNK] = entry;
+        self.len += 1;
+    }
+    fn iter(&self) -> impl Iterator<Item = &Option<PodEntry>> {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    }
+}
+
+impl std::ops::Index<usize> for Slab {
+    type Output = Option<PodEntry>;
+    fn index(&self, i: usize) -> &Option<PodEntry> {
+        &self.chunks[i / SLAB_CHUNK][i % SLAB_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slab {
+    fn index_mut(&mut self, i: usize) -> &mut Option<PodEntry> {
+        &mut self.chunks[i / SLAB_CHUNK][i % SLAB_CHUNK]
+    }
+}
+
 /// What the index keeps of a PVC: its own access modes and the PV it is
 /// bound to. CSI provisioners name volumes `pvc-<uid>`; such a name is kept
 /// as its 16 UUID bytes, so the whole entry fits in 24 bytes.
@@ -345,7 +384,7 @@ pub struct Consumer<'a> {
 #[derive(Debug, Default)]
 pub struct ClusterState {
     interned: HashSet<Arc<str>>,
-    pods: Vec<Option<PodEntry>>,
+    pods: Slab,
     free: Vec<u32>,
     hasher: DefaultHashBuilder,
     pod_slots: HashTable<u32>,
