@@ -50,11 +50,15 @@ fn add_bench_claims(s: &mut ClusterState) {
 }
 
 fn bench_pod(name: &str, claims: &[(&str, bool)], node: Option<&str>) -> Pod {
+    // Each pod its own uid: a shared one would make every holder "the same pod".
+    let seed = name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
     let json = common::pod_review_json(
         "u",
         &common::namespace_name(0),
         name,
-        "0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5f",
+        &Rng::new(seed).uuid(),
         claims,
         node,
         false,

@@ -5,6 +5,9 @@
 //! loadgen --write-snapshot FILE [--pods N]   a JSON List cluster: N pods, N PVCs, the load's claims
 //! loadgen --null-server --listen ADDR --tls-cert F --tls-key F
 //!                                            actix-web + rustls answering a fixed allowed review
+//! loadgen --engine-server --snapshot F --listen ADDR --tls-cert F --tls-key F
+//!                                            the same stack calling claimguard's Engine::review
+//!                                            (a stand-in for `claimguard serve --snapshot`)
 //! loadgen --url https://127.0.0.1:PORT/validate --ca F [--connections 32] [--duration 10]
 //!                                            POST varied pod reviews, print req/s and latency
 //! loadgen --scrape https://127.0.0.1:PORT/metrics --ca F
@@ -38,6 +41,8 @@ struct Args {
     write_snapshot: Option<PathBuf>,
     pods: usize,
     null_server: bool,
+    engine_server: bool,
+    snapshot: Option<PathBuf>,
     listen: String,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -57,6 +62,8 @@ fn parse_args() -> Result<Args> {
         write_snapshot: None,
         pods: 100_000,
         null_server: false,
+        engine_server: false,
+        snapshot: None,
         listen: "127.0.0.1:8443".into(),
         tls_cert: None,
         tls_key: None,
@@ -77,6 +84,8 @@ fn parse_args() -> Result<Args> {
             "--write-snapshot" => a.write_snapshot = Some(val()?.into()),
             "--pods" => a.pods = val()?.parse()?,
             "--null-server" => a.null_server = true,
+            "--engine-server" => a.engine_server = true,
+            "--snapshot" => a.snapshot = Some(val()?.into()),
             "--listen" => a.listen = val()?,
             "--tls-cert" => a.tls_cert = Some(val()?.into()),
             "--tls-key" => a.tls_key = Some(val()?.into()),
@@ -110,8 +119,8 @@ fn main() -> Result<()> {
     if let Some(file) = &args.write_snapshot {
         return write_snapshot(file, args.pods);
     }
-    if args.null_server {
-        return null_server(&args);
+    if args.null_server || args.engine_server {
+        return server(&args);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
@@ -564,7 +573,7 @@ async fn scrape(url: &str, args: &Args) -> Result<()> {
 const NULL_BODY: &[u8] =
     br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 
-fn null_server(args: &Args) -> Result<()> {
+fn server(args: &Args) -> Result<()> {
     use actix_web::{web, App, HttpResponse, HttpServer};
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -585,21 +594,52 @@ fn null_server(args: &Args) -> Result<()> {
     let tls = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    let engine = match (&args.snapshot, args.engine_server) {
+        (Some(snap), true) => {
+            let state = claimguard::cluster::load_snapshot(std::slice::from_ref(snap))?;
+            let cluster = Arc::new(claimguard::cluster::SharedCluster::stored(state));
+            Some(web::Data::new(claimguard::admission::Engine::new(
+                claimguard::policy::Policy::default(),
+                cluster,
+            )))
+        }
+        (None, true) => bail!("--engine-server needs --snapshot FILE"),
+        _ => None,
+    };
     actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(|| {
-            App::new().route(
-                "/validate",
-                // Reads the body (the real server must too) and answers
-                // without looking at it.
-                web::post().to(|_body: web::Bytes| async {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(NULL_BODY)
-                }),
-            )
-        })
-        .bind_rustls_0_23(addr, tls)?;
-        println!("null server listening on https://{addr}/validate");
+        let server =
+            HttpServer::new(move || {
+                match &engine {
+                    Some(engine) => {
+                        App::new().app_data(engine.clone()).route(
+                            "/validate",
+                            web::post().to(
+                                |engine: web::Data<claimguard::admission::Engine>,
+                                 body: web::Bytes| async move {
+                                    match engine.review(&body).await {
+                                        Ok(r) => HttpResponse::Ok()
+                                            .content_type("application/json")
+                                            .body(r.body),
+                                        Err(e) => HttpResponse::BadRequest().body(e.to_string()),
+                                    }
+                                },
+                            ),
+                        )
+                    }
+                    None => App::new().app_data(web::Data::new(())).route(
+                        "/validate",
+                        // Reads the body (the real server must too) and answers
+                        // without looking at it.
+                        web::post().to(|_body: web::Bytes| async {
+                            HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(NULL_BODY)
+                        }),
+                    ),
+                }
+            })
+            .bind_rustls_0_23(addr, tls)?;
+        println!("listening on https://{addr}/validate");
         server.run().await
     })?;
     Ok(())
