@@ -7,7 +7,10 @@
 //! AdmissionReview v1; the commands are thin drivers over those.
 
 pub mod admission;
+pub mod certs;
 pub mod check;
 pub mod cluster;
 pub mod objects;
 pub mod policy;
+pub mod reload;
+pub mod server;

@@ -2,10 +2,16 @@
 //! lives in the library.
 
 use anyhow::Context;
-use claimguard::{check, policy::Policy};
+use claimguard::admission::Engine;
+use claimguard::cluster::{self, SharedCluster};
+use claimguard::server::{self, ServeConfig};
+use claimguard::{certs, check, policy::Policy};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +41,9 @@ enum CheckOutput {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The webhook server: AdmissionReview v1 on POST /validate over TLS,
+    /// /healthz, /readyz and /metrics.
+    Serve(ServeArgs),
     /// Evaluate manifests offline, in order, as if applied one by one to the
     /// cluster state, and print what `kubectl apply` would print.
     /// Exit 0: no denial; 1: a denial; 2: bad input.
@@ -51,6 +60,69 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write a CA, a serving certificate for the Service's DNS names, a Secret
+    /// manifest and a JSON Patch that sets caBundle on every webhook — for
+    /// clusters without cert-manager.
+    Certs {
+        #[arg(long, default_value = certs::DEFAULT_NAMESPACE, env = "CLAIMGUARD_NAMESPACE")]
+        namespace: String,
+        #[arg(long, default_value = certs::DEFAULT_SERVICE, env = "CLAIMGUARD_SERVICE")]
+        service: String,
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "certs", env = "CLAIMGUARD_OUT")]
+        out: PathBuf,
+        /// Validity of the CA and the serving certificate, in days.
+        #[arg(long, default_value_t = certs::DEFAULT_DAYS, env = "CLAIMGUARD_DAYS")]
+        days: u32,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 0.0.0.0:8443; 127.0.0.1:8443 with --dev].
+    #[arg(long, env = "CLAIMGUARD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Serving certificate (PEM, chain allowed); reloaded when the file changes.
+    #[arg(long, env = "CLAIMGUARD_TLS_CERT", required_unless_present = "dev")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "CLAIMGUARD_TLS_KEY", required_unless_present = "dev")]
+    tls_key: Option<PathBuf>,
+    /// Use snapshot files as the cluster instead of the API server (repeatable).
+    /// Admitted objects join the in-memory state.
+    #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
+    snapshot: Vec<PathBuf>,
+    /// Policy file (YAML), reloaded when it changes; the built-in defaults otherwise.
+    #[arg(long, env = "CLAIMGUARD_POLICY")]
+    policy: Option<PathBuf>,
+    /// Kubeconfig for the API server [default: in-cluster, then ~/.kube/config].
+    #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Development mode: 127.0.0.1:8443, certificates in certs/ (made if
+    /// missing), examples/cluster.yaml as the cluster unless --snapshot is given.
+    #[arg(long, env = "CLAIMGUARD_DEV")]
+    dev: bool,
+    /// After SIGTERM, keep serving this long (the API server reuses
+    /// keep-alive connections), then drain.
+    #[arg(long, env = "CLAIMGUARD_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "5s")]
+    shutdown_grace: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 1h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?} is not a duration like 30s, 5m or 1h")),
+    }
 }
 
 fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
@@ -88,6 +160,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+            rt.block_on(serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check {
             snapshot,
             policy,
@@ -107,5 +184,98 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Certs {
+            namespace,
+            service,
+            out,
+            days,
+        } => {
+            let mut opts = certs::CertsOptions::new(out);
+            opts.namespace = namespace;
+            opts.service = service;
+            opts.days = days;
+            let w = certs::write_bundle(&opts)?;
+            println!("wrote {}", w.ca_cert.display());
+            println!("wrote {}", w.tls_cert.display());
+            println!("wrote {}", w.tls_key.display());
+            println!("wrote {}", w.secret.display());
+            println!("wrote {}", w.cabundle_patch.display());
+            println!();
+            println!("next:");
+            println!("  kubectl apply -f {}", w.secret.display());
+            println!("  kubectl apply -k manifests/");
+            println!(
+                "  kubectl patch validatingwebhookconfiguration claimguard --type=json --patch-file {}",
+                w.cabundle_patch.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+const DEV_SNAPSHOT: &str = "examples/cluster.yaml";
+const DEV_REVIEW: &str = "examples/admission/pg-debug-denied.json";
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listen = args.listen.unwrap_or_else(|| {
+        if args.dev {
+            SocketAddr::from(([127, 0, 0, 1], 8443))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 8443))
+        }
+    });
+    let (tls_cert, tls_key, ca) = match (args.tls_cert.clone(), args.tls_key.clone()) {
+        (Some(c), Some(k)) => (c, k, None),
+        _ => {
+            let dev = certs::ensure_dev_certs(std::path::Path::new("certs"))
+                .context("dev certificates")?;
+            if dev.created {
+                tracing::info!(
+                    dir = "certs",
+                    "wrote a development CA and serving certificate"
+                );
+            }
+            (dev.tls_cert, dev.tls_key, Some(dev.ca_cert))
+        }
+    };
+    let mut snapshot = args.snapshot.clone();
+    if snapshot.is_empty() && args.dev {
+        snapshot.push(PathBuf::from(DEV_SNAPSHOT));
+    }
+    let policy = load_policy(args.policy.as_ref())?;
+    let cluster = if snapshot.is_empty() {
+        anyhow::bail!("no cluster: give --snapshot FILE, or --dev (the live API server view is not built into this binary yet)");
+    } else {
+        let state = cluster::load_snapshot(&snapshot)?;
+        tracing::info!(
+            pods = state.pod_count(),
+            claims = state.pvc_count(),
+            "snapshot loaded"
+        );
+        Arc::new(SharedCluster::stored(state))
+    };
+    let engine = Arc::new(Engine::new(policy, cluster));
+    if let Some(p) = &args.policy {
+        claimguard::reload::spawn_policy_reloader(
+            p.clone(),
+            engine.clone(),
+            Duration::from_secs(2),
+        );
+    }
+    let mut config = ServeConfig::new(listen, tls_cert, tls_key);
+    config.shutdown_grace = args.shutdown_grace;
+    if let Some(ca) = ca {
+        let port = listen.port();
+        eprintln!(
+            "claimguard (dev) on https://{listen} with the cluster in {}",
+            snapshot[0].display()
+        );
+        eprintln!("try a denial:");
+        eprintln!(
+            "  curl -sS --cacert {} --resolve claimguard.claimguard-system.svc:{port}:127.0.0.1 -H 'Content-Type: application/json' --data @{DEV_REVIEW} https://claimguard.claimguard-system.svc:{port}/validate",
+            ca.display()
+        );
+    }
+    server::run(config, engine).await?;
+    Ok(())
 }

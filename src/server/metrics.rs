@@ -1,0 +1,179 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets_range, Histogram};
+use prometheus_client::registry::{Metric, Registry};
+
+/// Content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    kind: String,
+    operation: String,
+    /// "true", "false", or "error" when the request could not be judged.
+    allowed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    rule: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// All metrics of the process. Other components (the live cluster view)
+/// add their own through [`Metrics::register`].
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histogram,
+    violations: Family<ViolationLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "claimguard_admission_requests",
+            "Admission requests answered, by kind, operation and verdict",
+            requests.clone(),
+        );
+        // 50µs..1s: a decision is normally well under a millisecond; the top
+        // buckets catch lock contention and live claim look-ups.
+        let duration = Histogram::new(exponential_buckets_range(0.000_05, 1.0, 16));
+        registry.register(
+            "claimguard_admission_duration_seconds",
+            "Time from a complete request body to the serialized response",
+            duration.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "claimguard_violations",
+            "Rule findings, by rule id and the action taken",
+            violations.clone(),
+        );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "claimguard_tls_reloads",
+            "Certificate reload attempts after the files changed",
+            tls_reloads.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            duration,
+            violations,
+            tls_reloads,
+        }
+    }
+
+    /// Registers an extra metric, e.g. `claimguard_watch_restarts` (a counter
+    /// registered without `_total`; the encoder appends it).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .register(name, help, metric);
+    }
+
+    /// Registers and returns a plain counter.
+    pub fn register_counter(&self, name: &str, help: &str) -> Counter {
+        let counter = Counter::default();
+        self.register(name, help, counter.clone());
+        counter
+    }
+
+    /// Counts one answered request; `allowed` is "true", "false" or "error".
+    pub fn request(&self, kind: &str, operation: &str, allowed: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind: kind.to_owned(),
+                operation: operation.to_owned(),
+                allowed: allowed.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how long the engine took over one review.
+    pub fn observe_duration(&self, took: Duration) {
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn violation(&self, rule: &str, action: &str) {
+        self.violations
+            .get_or_create(&ViolationLabels {
+                rule: rule.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn tls_reload(&self, result: &str) {
+        self.tls_reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// OpenMetrics text of every registered metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_names_are_exposed() {
+        let m = Metrics::new();
+        m.request("Pod", "CREATE", "false");
+        m.observe_duration(Duration::from_micros(120));
+        m.violation("rwop-exclusive", "deny");
+        m.tls_reload("success");
+        let restarts = m.register_counter("claimguard_watch_restarts", "watch restarts");
+        restarts.inc();
+        let text = m.encode();
+        for needle in [
+            r#"claimguard_admission_requests_total{kind="Pod",operation="CREATE",allowed="false"} 1"#,
+            "claimguard_admission_duration_seconds_bucket{le=\"0.00005\"} 0",
+            "claimguard_admission_duration_seconds_count 1",
+            r#"claimguard_violations_total{rule="rwop-exclusive",action="deny"} 1"#,
+            r#"claimguard_tls_reloads_total{result="success"} 1"#,
+            "claimguard_watch_restarts_total 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}

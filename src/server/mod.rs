@@ -1,0 +1,500 @@
+//! The webhook server: actix-web over rustls.
+//!
+//! `POST /validate` hands the raw body to the admission [`Engine`], which makes
+//! every decision; this module only moves bytes, enforces limits and
+//! timeouts, records metrics and logs, and keeps the process alive if the
+//! engine ever panics.
+
+pub mod metrics;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures::{FutureExt, StreamExt};
+
+pub use self::metrics::Metrics;
+use self::tls::TlsError;
+use crate::admission::Engine;
+
+/// Default request body limit. The API server sends at most about 3 MiB.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// How `claimguard serve` listens and behaves. Build with [`ServeConfig::new`]
+/// and adjust the public fields.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// After SIGTERM, keep serving this long before refusing new connections:
+    /// the API server keeps using keep-alive connections to a terminating pod.
+    pub shutdown_grace: Duration,
+    /// Then give in-flight requests this long to finish (rounded up to seconds).
+    pub drain_timeout: Duration,
+    /// How often the certificate files are compared with what is served.
+    pub reload_interval: Duration,
+    /// Worker threads; `None` = one per physical core.
+    pub workers: Option<usize>,
+    /// Limit for receiving the request head, and separately the body.
+    pub request_timeout: Duration,
+    /// How long a closing connection may linger.
+    pub disconnect_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    pub keep_alive: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    pub fn new(listen: SocketAddr, tls_cert: PathBuf, tls_key: PathBuf) -> Self {
+        Self {
+            listen,
+            tls_cert,
+            tls_key,
+            shutdown_grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            reload_interval: Duration::from_secs(2),
+            workers: None,
+            request_timeout: Duration::from_secs(5),
+            disconnect_timeout: Duration::from_secs(1),
+            // Longer than the API server's idle-connection timeout (Go's 90 s),
+            // so the client closes an idle connection first: if the server
+            // closed it, a POST already on its way would fail the admission call.
+            keep_alive: Duration::from_secs(120),
+            tls_handshake_timeout: Duration::from_secs(5),
+            max_body_bytes: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server task failed: {0}")]
+    Join(String),
+}
+
+struct AppState {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    max_body: usize,
+    body_timeout: Duration,
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// A server started by [`start`]: its address and the means to stop it.
+pub struct RunningServer {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    reloader: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    shutting_down: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Graceful shutdown: `/readyz` turns 503 at once, requests keep being
+    /// served for the grace period, then the listener closes and in-flight
+    /// requests drain.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        tracing::info!(grace = ?self.grace, "shutting down: serving through the grace period");
+        // The server may also be stopped meanwhile (a second signal).
+        let stopped_early = tokio::select! {
+            () = tokio::time::sleep(self.grace) => None,
+            res = &mut self.task => Some(res),
+        };
+        let res = match stopped_early {
+            Some(res) => res,
+            None => {
+                tracing::info!("grace period over: closing the listener and draining");
+                self.handle.stop(true).await;
+                (&mut self.task).await
+            }
+        };
+        self.reloader.abort();
+        res.map_err(|e| ServerError::Join(e.to_string()))?
+            .map_err(ServerError::Io)
+    }
+
+    /// Serves until `signal` completes (then shuts down gracefully) or the
+    /// server stops by itself.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        tokio::select! {
+            () = signal => self.shutdown().await,
+            res = &mut self.task => {
+                self.reloader.abort();
+                res.map_err(|e| ServerError::Join(e.to_string()))?.map_err(ServerError::Io)
+            }
+        }
+    }
+}
+
+/// Binds the listener, loads the certificate (a start-up error is fatal) and
+/// serves in the background.
+pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<RunningServer, ServerError> {
+    start_with_metrics(config, engine, Arc::new(Metrics::new())).await
+}
+
+/// As [`start`], with a metrics registry shared with other components.
+pub async fn start_with_metrics(
+    config: ServeConfig,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+) -> Result<RunningServer, ServerError> {
+    tls::install_crypto_provider();
+    let files = tls::CertFiles::load(&config.tls_cert, &config.tls_key)?;
+    let tls_config = tls::server_config(files.resolver())?;
+
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let state = web::Data::new(AppState {
+        engine,
+        metrics: Arc::clone(&metrics),
+        max_body: config.max_body_bytes,
+        body_timeout: config.request_timeout,
+        shutting_down: Arc::clone(&shutting_down),
+    });
+
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/validate", web::post().to(validate))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_endpoint))
+            .default_service(web::to(not_found))
+    })
+    .disable_signals()
+    .keep_alive(config.keep_alive)
+    .client_request_timeout(config.request_timeout)
+    .client_disconnect_timeout(config.disconnect_timeout)
+    .tls_handshake_timeout(config.tls_handshake_timeout)
+    .shutdown_timeout(config.drain_timeout.as_secs_f64().ceil() as u64);
+    if let Some(workers) = config.workers {
+        server = server.workers(workers.max(1));
+    }
+    let server = server.listen_rustls_0_23(listener, tls_config)?.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    let reloader = tls::spawn_reloader(files, config.reload_interval, Arc::clone(&metrics));
+    tracing::info!(%addr, "serving admission reviews over TLS");
+    Ok(RunningServer {
+        addr,
+        handle,
+        task,
+        reloader,
+        metrics,
+        shutting_down,
+        grace: config.shutdown_grace,
+    })
+}
+
+/// `claimguard serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: ServeConfig, engine: Arc<Engine>) -> Result<(), ServerError> {
+    run_with_metrics(config, engine, Arc::new(Metrics::new())).await
+}
+
+/// As [`run`], with a metrics registry shared with other components.
+pub async fn run_with_metrics(
+    config: ServeConfig,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+) -> Result<(), ServerError> {
+    let running = start_with_metrics(config, engine, metrics).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let handle = running.handle.clone();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    // First signal: graceful shutdown. Second: an operator who means it now.
+    let signals = tokio::spawn(async move {
+        let mut first = Some(first_tx);
+        loop {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+            match first.take() {
+                Some(tx) => {
+                    let _ = tx.send(());
+                }
+                None => {
+                    tracing::warn!("second signal: stopping without draining");
+                    handle.stop(false).await;
+                    return;
+                }
+            }
+        }
+    });
+    let result = running
+        .run_until(async move {
+            let _ = first_rx.await;
+        })
+        .await;
+    signals.abort();
+    result
+}
+
+fn plain(status: actix_web::http::StatusCode, line: impl Into<String>) -> HttpResponse {
+    let mut line: String = line.into();
+    // One line, whatever the error text held.
+    line = line.replace(['\r', '\n'], " ");
+    line.push('\n');
+    HttpResponse::build(status)
+        .content_type(ContentType::plaintext())
+        .body(line)
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Read(String),
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+) -> Result<Vec<u8>, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body) {
+        return Err(BodyError::TooLarge);
+    }
+    // Trust a declared length only so far: a client that announces 4 MiB and
+    // then stalls should not pin 4 MiB per connection.
+    let mut body = Vec::with_capacity(declared.unwrap_or(8 * 1024).min(256 * 1024));
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+            if body.len() + chunk.len() > state.max_body {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    // The head timeout does not cover the body: a client that sends headers
+    // and then stalls would otherwise hold a worker slot indefinitely.
+    match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(Ok(())) => Ok(body),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BodyError::Timeout),
+    }
+}
+
+async fn validate(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+
+    let body = match read_body(&req, payload, &state).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            state.metrics.request("unknown", "unknown", "error");
+            tracing::warn!(
+                limit = state.max_body,
+                "refused admission request: body too large"
+            );
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds the limit of {} bytes", state.max_body),
+            )
+            .tap_close();
+        }
+        Err(BodyError::Timeout) => {
+            state.metrics.request("unknown", "unknown", "error");
+            tracing::warn!(timeout = ?state.body_timeout, "admission request body not received in time");
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {:?}", state.body_timeout),
+            )
+            .tap_close();
+        }
+        Err(BodyError::Read(e)) => {
+            state.metrics.request("unknown", "unknown", "error");
+            tracing::warn!(error = %e, "cannot read admission request body");
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {e}"),
+            );
+        }
+    };
+
+    let started = Instant::now();
+    let outcome = guarded(state.engine.review(&body)).await;
+    let took = started.elapsed();
+    state.metrics.observe_duration(took);
+    match outcome {
+        Ok(Ok(reviewed)) => {
+            let s = &reviewed.summary;
+            let allowed = if s.allowed { "true" } else { "false" };
+            state.metrics.request(&s.kind, &s.operation, allowed);
+            for f in &s.findings {
+                state.metrics.violation(f.rule, f.action);
+            }
+            let findings = s
+                .findings
+                .iter()
+                .map(|f| format!("{}:{}", f.rule, f.action))
+                .collect::<Vec<_>>()
+                .join(",");
+            tracing::info!(
+                uid = %s.uid,
+                kind = %s.kind,
+                namespace = %s.namespace,
+                name = %s.name,
+                operation = %s.operation,
+                allowed = s.allowed,
+                findings = %findings,
+                dry_run = s.dry_run,
+                duration_us = took.as_micros() as u64,
+                "admission decision"
+            );
+            HttpResponse::Ok()
+                .content_type(ContentType::json())
+                .body(reviewed.body)
+        }
+        Ok(Err(e)) => {
+            state.metrics.request("unknown", "unknown", "error");
+            tracing::warn!(error = %e, bytes = body.len(), "unreadable admission review");
+            plain(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(what) => {
+            state.metrics.request("unknown", "unknown", "error");
+            tracing::error!(panic = %what, bytes = body.len(), "admission engine panicked");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while reviewing the request",
+            )
+        }
+    }
+}
+
+/// Runs the engine future, turning a panic into `Err(panic message)`.
+///
+/// A panic must reach the API server as a 500 on this one request, not as a
+/// dead worker thread that drops every connection it carries.
+async fn guarded<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned())
+    })
+}
+
+trait CloseAfter {
+    fn tap_close(self) -> HttpResponse;
+}
+
+impl CloseAfter for HttpResponse {
+    /// The rest of a refused or stalled body may still arrive; the connection
+    /// cannot be reused for another request.
+    fn tap_close(mut self) -> HttpResponse {
+        self.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        self
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    plain(actix_web::http::StatusCode::OK, "ok")
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    if state.shutting_down.load(Ordering::SeqCst) {
+        plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if state.engine.cluster().is_synced() {
+        plain(StatusCode::OK, "ok")
+    } else {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster view not synced yet",
+        )
+    }
+}
+
+async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, metrics::CONTENT_TYPE))
+        .body(state.metrics.encode())
+}
+
+async fn not_found() -> HttpResponse {
+    plain(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not found; the webhook path is POST /validate",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_review_becomes_an_error() {
+        let ok = guarded(async { 7 }).await;
+        assert_eq!(ok, Ok(7));
+        let name = String::from("pod-x");
+        let caught = guarded(async move {
+            if !name.is_empty() {
+                panic!("index out of range for {name}");
+            }
+            7
+        })
+        .await;
+        assert_eq!(caught, Err("index out of range for pod-x".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn plain_bodies_are_one_line() {
+        let resp = plain(actix_web::http::StatusCode::BAD_REQUEST, "a\nb\r\nc");
+        assert_eq!(resp.status().as_u16(), 400);
+        let body = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
+        assert_eq!(&body[..], b"a b  c\n");
+    }
+}
