@@ -136,6 +136,13 @@ fn wire(c: &mut Criterion) {
     g.bench_function(format!("parse_request_{}B", body.len()), |b| {
         b.iter(|| parse_request(black_box(body.as_bytes())).expect("valid review"))
     });
+    // The floor for any serde_json parse: validating and skipping every byte.
+    g.bench_function("serde_json_skip_whole_review", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body.as_bytes()))
+                .expect("valid JSON")
+        })
+    });
     g.finish();
     let mut g = c.benchmark_group("wire");
     let empty = BTreeMap::new();

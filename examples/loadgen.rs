@@ -597,7 +597,11 @@ fn server(args: &Args) -> Result<()> {
     let engine = match (&args.snapshot, args.engine_server) {
         (Some(snap), true) => {
             let state = claimguard::cluster::load_snapshot(std::slice::from_ref(snap))?;
-            println!("snapshot loaded: {} pods in the index; RSS {}", state.pod_count(), rss());
+            println!(
+                "snapshot loaded: {} pods in the index; RSS {}",
+                state.pod_count(),
+                rss()
+            );
             if std::env::var_os("LOADGEN_MALLOC_TRIM").is_some_and(|v| !v.is_empty()) {
                 trim();
                 println!("after malloc_trim: RSS {}", rss());
@@ -612,9 +616,8 @@ fn server(args: &Args) -> Result<()> {
         _ => None,
     };
     actix_web::rt::System::new().block_on(async move {
-        let server =
-            HttpServer::new(move || {
-                match &engine {
+        let server = HttpServer::new(move || {
+            match &engine {
                     Some(engine) => {
                         App::new().app_data(engine.clone()).route(
                             "/validate",
@@ -642,8 +645,8 @@ fn server(args: &Args) -> Result<()> {
                         }),
                     ),
                 }
-            })
-            .bind_rustls_0_23(addr, tls)?;
+        })
+        .bind_rustls_0_23(addr, tls)?;
         println!("listening on https://{addr}/validate");
         server.run().await
     })?;

@@ -242,7 +242,14 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     // Tell "not JSON" from "JSON of the wrong shape": both are 400s, but the
     // person reading the log needs to know which.
     OBJECT_FAILURE.with(|f| f.borrow_mut().take());
-    let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
+    // One UTF-8 check of the whole body is cheaper than serde_json checking
+    // each string it keeps; a body that is not UTF-8 takes the byte path,
+    // which accepts bad bytes inside skipped strings as it always did.
+    let parsed = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<ReviewIn<'_>>(text),
+        Err(_) => serde_json::from_slice::<ReviewIn<'_>>(body),
+    };
+    let review = parsed.map_err(|e| {
         let object_failure = OBJECT_FAILURE.with(|f| f.borrow_mut().take());
         if e.is_syntax() || e.is_eof() {
             ReviewError::NotJson(one_line(e.to_string()))
