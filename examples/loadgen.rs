@@ -8,8 +8,12 @@
 //! loadgen --engine-server --snapshot F --listen ADDR --tls-cert F --tls-key F
 //!                                            the same stack calling claimguard's Engine::review
 //!                                            (a stand-in for `claimguard serve --snapshot`)
-//! loadgen --url https://127.0.0.1:PORT/validate --ca F [--connections 32] [--duration 10]
-//!                                            POST varied pod reviews, print req/s and latency
+//! loadgen --url https://127.0.0.1:PORT/validate[,URL2] --ca F [--label A[,B]] [--pid P[,P2]]
+//!         [--connections 32] [--duration 10] [--rounds 1]
+//!                                            POST varied pod reviews, print req/s and latency;
+//!                                            several targets are loaded in turn, `rounds` times,
+//!                                            `duration` seconds each in all; with --pid, the
+//!                                            server's CPU time per request
 //! loadgen --scrape https://127.0.0.1:PORT/metrics --ca F
 //!                                            server-side p50/p99 from the duration histogram
 //! ```
@@ -51,6 +55,8 @@ struct Args {
     ca: Option<PathBuf>,
     connections: usize,
     duration: f64,
+    rounds: usize,
+    pid: Option<String>,
     warmup: f64,
     threads: usize,
     label: String,
@@ -72,6 +78,8 @@ fn parse_args() -> Result<Args> {
         ca: None,
         connections: 32,
         duration: 10.0,
+        rounds: 1,
+        pid: None,
         warmup: 1.0,
         threads: 2,
         label: "server".into(),
@@ -94,6 +102,8 @@ fn parse_args() -> Result<Args> {
             "--ca" => a.ca = Some(val()?.into()),
             "--connections" => a.connections = val()?.parse()?,
             "--duration" => a.duration = val()?.parse()?,
+            "--rounds" => a.rounds = val()?.parse()?,
+            "--pid" => a.pid = Some(val()?),
             "--warmup" => a.warmup = val()?.parse()?,
             "--threads" => a.threads = val()?.parse()?,
             "--label" => a.label = val()?,
@@ -130,7 +140,7 @@ fn main() -> Result<()> {
         return rt.block_on(scrape(url, &args));
     }
     match &args.url {
-        Some(url) => rt.block_on(load(url, &args)),
+        Some(_) => rt.block_on(load(&args)),
         None => bail!(
             "nothing to do: give --url, --null-server, --scrape, --write-certs or --write-snapshot"
         ),
@@ -383,25 +393,147 @@ struct Tally {
     denied: u64,
     errors: u64,
     first_error: Option<String>,
+    /// Seconds of measured load.
+    window: f64,
+    /// Server CPU ticks (user + system) spent during the measured windows.
+    server_ticks: u64,
 }
 
-async fn load(url: &str, args: &Args) -> Result<()> {
-    let (addr, url) = loopback(url)?;
-    let client = client(args, addr)?;
+impl Tally {
+    fn absorb(&mut self, t: Tally) {
+        self.latencies_us.extend(t.latencies_us);
+        self.allowed += t.allowed;
+        self.denied += t.denied;
+        self.errors += t.errors;
+        if self.first_error.is_none() {
+            self.first_error = t.first_error;
+        }
+        self.window += t.window;
+        self.server_ticks += t.server_ticks;
+    }
+}
+
+struct Target {
+    label: String,
+    url: String,
+    client: reqwest::Client,
+    pid: Option<u32>,
+    tally: Tally,
+}
+
+/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Load every target in turn, `rounds` times, so that whatever else runs on
+/// the machine weighs on each target alike; the figures of a target are over
+/// all its windows.
+async fn load(args: &Args) -> Result<()> {
+    let labels: Vec<&str> = args.label.split(',').collect();
+    let pids: Vec<&str> = args
+        .pid
+        .as_deref()
+        .map_or(Vec::new(), |p| p.split(',').collect());
+    let mut targets = Vec::new();
+    for (i, url) in args.url.as_deref().unwrap_or("").split(',').enumerate() {
+        let (addr, url) = loopback(url)?;
+        targets.push(Target {
+            label: labels.get(i).copied().unwrap_or("server").to_string(),
+            url,
+            client: client(args, addr)?,
+            pid: pids.get(i).and_then(|p| p.parse().ok()),
+            tally: Tally::default(),
+        });
+    }
     let pool = Arc::new(request_pool());
     let avg = pool.iter().map(|b| b.len()).sum::<usize>() / pool.len();
+    let rounds = args.rounds.max(1);
+    let slice = args.duration / rounds as f64;
+    for round in 0..rounds {
+        for t in &mut targets {
+            // Warm-up (new connections, TLS handshakes) before the first window only.
+            let warmup = if round == 0 { args.warmup } else { 0.2 };
+            let w = window(
+                &t.client,
+                &t.url,
+                &pool,
+                args.connections,
+                warmup,
+                slice,
+                t.pid,
+            )
+            .await;
+            t.tally.absorb(w);
+        }
+    }
+    let mut failed = false;
+    for t in &mut targets {
+        let all = &mut t.tally;
+        all.latencies_us.sort_unstable();
+        let n = all.latencies_us.len();
+        let lat = &all.latencies_us;
+        let q = |p: f64| -> f64 {
+            if n == 0 {
+                return f64::NAN;
+            }
+            let idx = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+            lat[idx] as f64 / 1000.0
+        };
+        let rps = n as f64 / all.window;
+        let cpu_us = t
+            .pid
+            .map(|_| all.server_ticks as f64 * 10_000.0 / n.max(1) as f64);
+        println!(
+            "{}: {} connections, {:.0} s in {} windows, {} B avg request: {:.0} req/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; allowed {} denied {} errors {}{}",
+            t.label, args.connections, all.window, rounds, avg, rps, q(0.5), q(0.99), q(0.999), q(1.0),
+            all.allowed, all.denied, all.errors,
+            cpu_us.map_or(String::new(), |c| format!("; server CPU {c:.1} us/request"))
+        );
+        println!(
+            "RESULT label={} rps={:.0} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} allowed={} denied={} errors={} server_cpu_us={:.1}",
+            t.label, rps, q(0.5), q(0.99), q(0.999), all.allowed, all.denied, all.errors,
+            cpu_us.unwrap_or(f64::NAN)
+        );
+        if let Some(e) = &all.first_error {
+            eprintln!("{}: first error: {e}", t.label);
+        }
+        failed |= n == 0;
+    }
+    if failed {
+        bail!("a target answered no request");
+    }
+    Ok(())
+}
+
+/// One window of load on one target: `connections` tasks each sending one
+/// request at a time, for `warmup` + `secs` seconds; only the part after the
+/// warm-up counts.
+async fn window(
+    client: &reqwest::Client,
+    url: &str,
+    pool: &Arc<Vec<actix_web::web::Bytes>>,
+    connections: usize,
+    warmup: f64,
+    secs: f64,
+    pid: Option<u32>,
+) -> Tally {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let measure_from = start + Duration::from_secs_f64(warmup);
     let mut tasks = Vec::new();
-    for c in 0..args.connections {
+    for c in 0..connections {
         let client = client.clone();
         let pool = pool.clone();
         let stop = stop.clone();
-        let url = url.clone();
+        let url = url.to_string();
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
-            let mut i = c * (POOL / 32 + 1);
+            let mut i = c * (POOL / 32 + 1) + (start.elapsed().as_nanos() as usize % POOL);
             while !stop.load(Ordering::Relaxed) {
                 let body = pool[i % pool.len()].clone();
                 i += 1;
@@ -440,49 +572,25 @@ async fn load(url: &str, args: &Args) -> Result<()> {
             t
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup + args.duration)).await;
+    tokio::time::sleep_until((measure_from).into()).await;
+    let cpu0 = pid.and_then(cpu_ticks);
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     stop.store(true, Ordering::Relaxed);
+    let cpu1 = pid.and_then(cpu_ticks);
     let end = Instant::now();
     let mut all = Tally::default();
     for t in tasks {
-        let t = t.await?;
-        all.latencies_us.extend(t.latencies_us);
-        all.allowed += t.allowed;
-        all.denied += t.denied;
-        all.errors += t.errors;
-        if all.first_error.is_none() {
-            all.first_error = t.first_error;
+        if let Ok(t) = t.await {
+            all.absorb(t);
         }
     }
     // Requests that finished after `stop` still count: they were in flight
     // during the window, and leaving them out would bias the tail.
-    let window = (end - measure_from).as_secs_f64();
-    all.latencies_us.sort_unstable();
-    let n = all.latencies_us.len();
-    let q = |p: f64| -> f64 {
-        if n == 0 {
-            return f64::NAN;
-        }
-        let idx = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-        all.latencies_us[idx] as f64 / 1000.0
-    };
-    let rps = n as f64 / window;
-    println!(
-        "{}: {} connections, {:.0} s, {} B avg request: {:.0} req/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; allowed {} denied {} errors {}",
-        args.label, args.connections, window, avg, rps, q(0.5), q(0.99), q(0.999), q(1.0),
-        all.allowed, all.denied, all.errors
-    );
-    println!(
-        "RESULT label={} rps={:.0} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} allowed={} denied={} errors={}",
-        args.label, rps, q(0.5), q(0.99), q(0.999), all.allowed, all.denied, all.errors
-    );
-    if let Some(e) = all.first_error {
-        eprintln!("first error: {e}");
+    all.window = (end - measure_from).as_secs_f64();
+    if let (Some(a), Some(b)) = (cpu0, cpu1) {
+        all.server_ticks = b.saturating_sub(a);
     }
-    if n == 0 {
-        bail!("no request succeeded");
-    }
-    Ok(())
+    all
 }
 
 fn memchr(hay: &[u8], needle: &[u8]) -> bool {
