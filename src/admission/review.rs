@@ -71,7 +71,9 @@ struct RequestIn<'a> {
     dry_run: Option<bool>,
 }
 
-/// `request.object` / `request.oldObject` as read.
+/// `request.object` / `request.oldObject` as read. Two per request and
+/// short-lived: boxing the parsed object would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Default)]
 enum ObjectIn<'a> {
     #[default]
