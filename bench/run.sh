@@ -33,9 +33,12 @@ LOADGEN=target/release/examples/loadgen
 
 if [[ -z "${SKIP_CRITERION:-}" ]]; then
     say "criterion: decision, wire, engine, index updates (short measurement)"
-    cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3 --noplot 2>&1 \
-        | grep -Ev '^\s*(Compiling|Finished|Running|Blocking|Benchmarking .*: (Warming|Collecting|Analyzing))' \
-        | grep -Ev '^(Found [0-9]+ outliers|  [0-9]+ \((low|high) (mild|severe)\)|\s*$)' || true
+    # Only the estimates: criterion's comparisons with an earlier run and its
+    # outlier notes are noise for this report.
+    cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3 --noplot --discard-baseline 2>&1 \
+        | grep -Ev '^\s*(Compiling|Finished|Running|Blocking|Benchmarking)' \
+        | grep -Ev '(\(p = |change:|Performance has|No change in performance|Change within noise|^Found [0-9]+ outliers|^ +[0-9]+ \([0-9.]+%\) (low|high)|^\s*$)' \
+        | grep -Ev 'thrpt: +\[[-+]' || true
 fi
 
 say "index memory (counting allocator) and RSS"
