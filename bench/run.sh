@@ -28,7 +28,8 @@ say "machine"
 echo "$(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(free -g | awk '/Mem:/{print $2}') GB RAM; $(uname -sr); $(rustc --version)"
 
 say "release build"
-cargo build --release --bins --examples 2>&1 | grep -Ev '^\s*(Compiling|Finished|Blocking)' || true
+cargo build --release --quiet --bins --examples
+cargo bench --quiet --bench engine --no-run >"$WORK/bench-build.log" 2>&1 || { cat "$WORK/bench-build.log"; exit 1; }
 LOADGEN=target/release/examples/loadgen
 
 if [[ -z "${SKIP_CRITERION:-}" ]]; then
