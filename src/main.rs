@@ -3,9 +3,9 @@
 
 use anyhow::Context;
 use claimguard::admission::Engine;
-use claimguard::cluster::{self, SharedCluster};
+use claimguard::cluster::{self, live, ClusterState, SharedCluster};
 use claimguard::server::{self, ServeConfig};
-use claimguard::{certs, check, policy::Policy};
+use claimguard::{audit, certs, check, policy::Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +39,13 @@ enum CheckOutput {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum AuditOutput {
+    Text,
+    Json,
+    Policyreport,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The webhook server: AdmissionReview v1 on POST /validate over TLS,
@@ -59,6 +66,20 @@ enum Command {
         /// Manifest files or directories, applied in the order given.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Scan the cluster (or --snapshot) for violations that already exist.
+    /// Exit 0: none; 1: some; 2: error.
+    Audit {
+        /// Audit snapshot files instead of the cluster (repeatable; directories allowed).
+        #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
+        snapshot: Vec<PathBuf>,
+        /// Kubeconfig for the API server [default: in-cluster, then ~/.kube/config].
+        #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, env = "CLAIMGUARD_POLICY")]
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = AuditOutput::Text, env = "CLAIMGUARD_OUTPUT")]
+        output: AuditOutput,
     },
     /// Write a CA, a serving certificate for the Service's DNS names, a Secret
     /// manifest and a JSON Patch that sets caBundle on every webhook — for
@@ -106,6 +127,10 @@ struct ServeArgs {
     /// keep-alive connections), then drain.
     #[arg(long, env = "CLAIMGUARD_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "5s")]
     shutdown_grace: Duration,
+    /// Audit the live view this often and write PolicyReports (wgpolicyk8s.io/v1alpha2)
+    /// per namespace, e.g. 10m. Off by default; needs the API server (not --snapshot).
+    #[arg(long, env = "CLAIMGUARD_AUDIT_INTERVAL", value_parser = parse_duration)]
+    audit_interval: Option<Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -184,6 +209,39 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Audit {
+            snapshot,
+            kubeconfig,
+            policy,
+            output,
+        } => {
+            let policy = load_policy(policy.as_ref())?;
+            let (state, objects) = if !snapshot.is_empty() {
+                let files = check::expand_paths(&snapshot)?;
+                audit::load_for_audit(&files)?
+            } else {
+                let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+                rt.block_on(async {
+                    let client = live::client_from(kubeconfig.as_deref()).await?;
+                    anyhow::Ok(audit::reporter::load_from_cluster(&client).await?)
+                })
+                .context("read the cluster")?
+            };
+            let report = audit::audit_state(&state, &objects, &policy);
+            let text = match output {
+                AuditOutput::Text => audit::render_text(&report),
+                AuditOutput::Json => audit::render_json(&report),
+                AuditOutput::Policyreport => {
+                    audit::render_policy_reports(&report, std::time::SystemTime::now())
+                }
+            };
+            print!("{text}");
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Certs {
             namespace,
             service,
@@ -243,9 +301,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         snapshot.push(PathBuf::from(DEV_SNAPSHOT));
     }
     let policy = load_policy(args.policy.as_ref())?;
+    let metrics = Arc::new(server::Metrics::new());
+    // Both feeders live as long as the server: dropping the handle stops the watchers.
+    let mut _live = None;
+    let mut client = None;
     let cluster = if snapshot.is_empty() {
-        anyhow::bail!("no cluster: give --snapshot FILE, or --dev (the live API server view is not built into this binary yet)");
+        let c = live::client_from(args.kubeconfig.as_deref()).await?;
+        let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
+        let restarts = metrics.register_counter(
+            "claimguard_watch_restarts",
+            "Watch errors after which a watcher retried or re-listed",
+        );
+        let opts = live::LiveOptions {
+            restarts_metric: Some(restarts),
+            ..Default::default()
+        };
+        _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
+        tracing::info!("watching pods, claims, volumes, storage classes and namespaces; /readyz turns 200 once synced");
+        client = Some(c);
+        cluster
     } else {
+        if args.audit_interval.is_some() {
+            anyhow::bail!("--audit-interval needs the API server; use `claimguard audit --snapshot` for files");
+        }
         let state = cluster::load_snapshot(&snapshot)?;
         tracing::info!(
             pods = state.pod_count(),
@@ -262,6 +340,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_secs(2),
         );
     }
+    if let (Some(interval), Some(client)) = (args.audit_interval, client) {
+        let gauges = Arc::new(audit::reporter::AuditGauges::new());
+        metrics.register(
+            "claimguard_audit_violations",
+            "Violations found by the last periodic audit, by rule",
+            gauges.family(),
+        );
+        let e = engine.clone();
+        tokio::spawn(audit::reporter::run_periodic(
+            client,
+            engine.cluster().clone(),
+            move || e.policy(),
+            interval,
+            gauges,
+        ));
+        tracing::info!(?interval, "periodic audit writes PolicyReports");
+    }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
     if let Some(ca) = ca {
@@ -276,6 +371,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ca.display()
         );
     }
-    server::run(config, engine).await?;
+    server::run_with_metrics(config, engine, metrics).await?;
     Ok(())
 }

@@ -33,6 +33,19 @@ pub struct ObjectMeta {
     pub deletion_timestamp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OwnerReference {
+    pub kind: String,
+    pub name: String,
+    pub controller: Option<bool>,
 }
 
 impl ObjectMeta {
@@ -250,6 +263,7 @@ pub struct Workload {
 pub struct WorkloadSpec {
     pub replicas: Option<i64>,
     pub parallelism: Option<i64>,
+    pub completions: Option<i64>,
     pub template: Option<PodTemplate>,
     pub strategy: Option<DeploymentStrategy>,
     #[serde(deserialize_with = "null_as_default")]
@@ -321,6 +335,13 @@ impl Kind {
             ("batch", "CronJob") => Kind::CronJob,
             _ => return None,
         })
+    }
+
+    /// From the bare kind name, whatever its group (for labels and logs).
+    pub fn from_kind_name(kind: &str) -> Option<Kind> {
+        ["", "apps", "batch", "storage.k8s.io"]
+            .iter()
+            .find_map(|g| Kind::from_kind(g, kind))
     }
 
     pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
@@ -407,6 +428,15 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::Workload(k, _) => *k,
         }
+    }
+
+    /// The kind of this object's controller, when it has one.
+    pub fn controller_kind(&self) -> Option<&str> {
+        self.metadata()
+            .owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.kind.as_str())
     }
 
     pub fn metadata(&self) -> &ObjectMeta {

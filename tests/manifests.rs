@@ -362,6 +362,13 @@ fn rbac_is_read_only_except_reports_and_events() {
         ),
         (("", "events"), set(&["create", "patch"])),
         (("events.k8s.io", "events"), set(&["create", "patch"])),
+        (("apps", "deployments"), set(&["list"])),
+        (("apps", "replicasets"), set(&["list"])),
+        (("apps", "statefulsets"), set(&["list"])),
+        (("apps", "daemonsets"), set(&["list"])),
+        (("batch", "jobs"), set(&["list"])),
+        (("batch", "cronjobs"), set(&["list"])),
+        (("", "replicationcontrollers"), set(&["list"])),
     ]);
 
     let roles: Vec<_> = objs

@@ -53,7 +53,16 @@ pub struct Engine {
 struct RequestView<'a> {
     state: &'a ClusterState,
     not_ready: bool,
-    failed: &'a [(String, String)],
+    lookups: &'a Lookups,
+}
+
+/// What the live GETs of one request found. Kept beside the index, never
+/// written into it: the watch owns the index, and a fetched claim written
+/// back after the watch saw it deleted would haunt it until the next re-list.
+#[derive(Default)]
+struct Lookups {
+    failed: Vec<(String, String)>,
+    fetched: Vec<(String, ClaimFacts)>,
 }
 
 impl RequestView<'_> {
@@ -61,7 +70,7 @@ impl RequestView<'_> {
         if self.not_ready {
             return Err(LookupError::NotReady);
         }
-        if let Some((_, reason)) = self.failed.iter().find(|(c, _)| c == claim) {
+        if let Some((_, reason)) = self.lookups.failed.iter().find(|(c, _)| c == claim) {
             return Err(LookupError::Fetch {
                 namespace: namespace.to_string(),
                 name: claim.to_string(),
@@ -75,7 +84,15 @@ impl RequestView<'_> {
 impl ClusterView for RequestView<'_> {
     fn claim(&self, namespace: &str, name: &str) -> Result<Option<ClaimFacts>, LookupError> {
         self.check(namespace, name)?;
-        self.state.claim(namespace, name)
+        match self.state.claim(namespace, name)? {
+            Some(f) => Ok(Some(f)),
+            None => Ok(self
+                .lookups
+                .fetched
+                .iter()
+                .find(|(c, _)| c == name)
+                .map(|(_, f)| *f)),
+        }
     }
     fn consumers(&self, namespace: &str, claim: &str) -> Result<Vec<Consumer<'_>>, LookupError> {
         self.check(namespace, claim)?;
@@ -174,8 +191,8 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| req.namespace.clone());
         let not_ready = !self.cluster.is_synced();
-        let failed = if not_ready {
-            Vec::new()
+        let lookups = if not_ready {
+            Lookups::default()
         } else {
             self.fetch_missing(&namespace, object).await
         };
@@ -195,7 +212,7 @@ impl Engine {
             if ttl.is_some() {
                 state.expire_reservations(Instant::now());
             }
-            let verdict = evaluate(&policy, &request, &state, not_ready, &failed);
+            let verdict = evaluate(&policy, &request, &state, not_ready, &lookups);
             if verdict.allowed {
                 match (object, ttl) {
                     (Object::Pod(p), Some(ttl)) => state.reserve_pod(p, Instant::now() + ttl),
@@ -208,7 +225,7 @@ impl Engine {
             verdict
         } else {
             let state = self.cluster.read();
-            evaluate(&policy, &request, &state, not_ready, &failed)
+            evaluate(&policy, &request, &state, not_ready, &lookups)
         };
         summary.allowed = verdict.allowed;
         summary.findings = verdict
@@ -230,10 +247,11 @@ impl Engine {
     }
 
     /// Live GETs for claims the view does not know (created a moment ago,
-    /// watch not caught up). Returns the claims whose lookup failed.
-    async fn fetch_missing(&self, namespace: &str, object: &Object) -> Vec<(String, String)> {
+    /// watch not caught up).
+    async fn fetch_missing(&self, namespace: &str, object: &Object) -> Lookups {
+        let mut lookups = Lookups::default();
         let Some(fetcher) = self.cluster.fetcher() else {
-            return Vec::new();
+            return lookups;
         };
         let missing: Vec<String> = {
             let state = self.cluster.read();
@@ -243,20 +261,22 @@ impl Engine {
                 .collect()
         };
         if missing.is_empty() {
-            return Vec::new();
+            return lookups;
         }
         let results =
             futures::future::join_all(missing.iter().map(|c| fetcher.fetch(namespace, c))).await;
-        let mut failed = Vec::new();
-        let mut state = self.cluster.write();
+        let state = self.cluster.read();
         for (claim, r) in missing.into_iter().zip(results) {
             match r {
-                Ok(Some(pvc)) => state.apply_pvc(&pvc),
+                Ok(Some(pvc)) => {
+                    let facts = state.facts_of(&pvc);
+                    lookups.fetched.push((claim, facts));
+                }
                 Ok(None) => {}
-                Err(reason) => failed.push((claim, reason)),
+                Err(reason) => lookups.failed.push((claim, reason)),
             }
         }
-        failed
+        lookups
     }
 }
 
@@ -265,12 +285,119 @@ fn evaluate(
     request: &Request<'_>,
     state: &ClusterState,
     not_ready: bool,
-    failed: &[(String, String)],
+    lookups: &Lookups,
 ) -> Verdict {
     let view = RequestView {
         state,
         not_ready,
-        failed,
+        lookups,
     };
     policy::evaluate(policy, request, &view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClaimFetcher;
+    use crate::objects;
+    use futures::future::BoxFuture;
+    use serde_json::json;
+
+    struct Fixed(Result<Option<objects::PersistentVolumeClaim>, String>);
+
+    impl ClaimFetcher for Fixed {
+        fn fetch(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> BoxFuture<'static, Result<Option<objects::PersistentVolumeClaim>, String>> {
+            let r = self.0.clone();
+            Box::pin(async move { r })
+        }
+    }
+
+    fn review(name: &str, dry_run: bool) -> Vec<u8> {
+        serde_json::to_vec(&json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": {
+            "uid": format!("u-{name}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "default", "name": name, "operation": "CREATE", "dryRun": dry_run,
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                       "spec": {"containers": [{"name": "c", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+                                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}]}}}}))
+        .unwrap()
+    }
+
+    fn engine(fetched: Result<Option<objects::PersistentVolumeClaim>, String>) -> Engine {
+        let mut state = ClusterState::new();
+        // pod-a already uses a claim the PVC watch has not shown yet.
+        state.apply_pod(
+            &serde_json::from_value(json!({"metadata": {"name": "pod-a", "namespace": "default", "uid": "uid-pod-a"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c"}], "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}]}}))
+            .unwrap(),
+        );
+        let cluster = Arc::new(SharedCluster::new(state, true));
+        cluster.set_fetcher(Arc::new(Fixed(fetched)));
+        Engine::new(Policy::default(), cluster)
+    }
+
+    fn response(r: &Reviewed) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["response"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_fetched_claim_is_judged_but_not_stored() {
+        let pvc: objects::PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "late", "namespace": "default"}, "spec": {"accessModes": ["ReadWriteOncePod"]}}))
+        .unwrap();
+        let e = engine(Ok(Some(pvc)));
+        let r = e.review(&review("pod-b", true)).await.unwrap();
+        let resp = response(&r);
+        assert_eq!(resp["allowed"], false, "{resp}");
+        assert!(resp["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/pod-a on node n1"));
+        // The watch owns the index: the fetched claim is not in it.
+        assert!(e
+            .cluster()
+            .read()
+            .claim("default", "late")
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn missing_and_failed_fetches() {
+        let e = engine(Ok(None));
+        let resp = response(&e.review(&review("pod-b", true)).await.unwrap());
+        assert_eq!(resp["allowed"], true);
+        assert!(resp["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("[claim-not-found] "));
+
+        let e = engine(Err("timed out after 1s".into()));
+        let resp = response(&e.review(&review("pod-b", true)).await.unwrap());
+        assert_eq!(resp["allowed"], true);
+        let w = resp["warnings"][0].as_str().unwrap();
+        assert!(
+            w.starts_with("[lookup-error] could not check PersistentVolumeClaim \"late\"")
+                && w.contains("timed out"),
+            "{w}"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_synced_answers_per_on_lookup_error() {
+        let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
+        let e = Engine::new(Policy::default(), cluster);
+        let resp = response(&e.review(&review("pod-b", false)).await.unwrap());
+        assert_eq!(resp["allowed"], true);
+        assert!(resp["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("not synced yet"));
+        e.set_policy(Policy::parse("onLookupError: deny").unwrap());
+        let resp = response(&e.review(&review("pod-c", false)).await.unwrap());
+        assert_eq!(resp["allowed"], false);
+    }
 }

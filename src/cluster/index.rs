@@ -68,6 +68,9 @@ struct PodEntry {
     node: Option<Arc<str>>,
     terminating: bool,
     reserved: bool,
+    /// The pod annotation `claimguard.io/allow-shared-writers: "true"`: the
+    /// audit needs it to judge existing pods as admission judged them.
+    allow_shared_writers: bool,
     claims: PodClaims,
 }
 
@@ -677,6 +680,12 @@ impl ClusterState {
             .filter(|u| !u.is_empty())
             .map(Box::from);
         let terminating = pod.metadata.deletion_timestamp.is_some();
+        let allow_shared_writers = pod
+            .metadata
+            .annotations
+            .get(crate::policy::ALLOW_SHARED_WRITERS)
+            .map(String::as_str)
+            == Some("true");
 
         let existing = self.find_slot(ns, name);
         let slot = match existing {
@@ -714,6 +723,7 @@ impl ClusterState {
             node,
             terminating,
             reserved,
+            allow_shared_writers,
             claims,
         });
         if existing.is_none() {
@@ -782,6 +792,13 @@ impl ClusterState {
         self.pods.iter().flatten().map(project)
     }
 
+    /// Whether the stored pod carries `claimguard.io/allow-shared-writers: "true"`.
+    pub fn allows_shared_writers(&self, namespace: &str, name: &str) -> bool {
+        self.find_slot(namespace, name)
+            .and_then(|s| self.pods[s as usize].as_ref())
+            .is_some_and(|p| p.allow_shared_writers)
+    }
+
     /// Keys of the pods a watch has shown (reservations excluded): what a
     /// re-list compares against to remove pods deleted during an outage.
     pub fn pod_keys(&self) -> Vec<(String, String)> {
@@ -818,6 +835,22 @@ impl ClusterState {
                 self.claims.entry_or_default(key).pvc = Some(facts);
             }
         }
+    }
+
+    /// The facts of a claim the index does not hold (a live GET's answer),
+    /// resolved against the volumes the index knows.
+    pub fn facts_of(&self, pvc: &objects::PersistentVolumeClaim) -> ClaimFacts {
+        let spec = pvc.spec.as_ref();
+        let own = spec
+            .map(|s| AccessModes::from_names(&s.access_modes))
+            .unwrap_or_default();
+        let effective = spec
+            .and_then(|s| s.volume_name.as_deref())
+            .and_then(|v| self.volumes.get(&VolumeRef::of(v)))
+            .filter(|m| !m.is_empty())
+            .copied()
+            .unwrap_or(own);
+        ClaimFacts { effective }
     }
 
     pub fn delete_pvc(&mut self, namespace: &str, name: &str) {

@@ -152,6 +152,18 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>, view: &dyn ClusterView) -> V
     if !judged(kind, req.operation) {
         return Verdict::allow();
     }
+    // A ReplicaSet a Deployment made, or a Job a CronJob made, was judged as
+    // its owner's template; judging it again doubles every warning and would
+    // block the owner's rollout when the controller scales the new ReplicaSet.
+    if matches!(
+        (kind, req.object.controller_kind()),
+        (Kind::ReplicaSet, Some("Deployment")) | (Kind::Job, Some("CronJob"))
+    ) {
+        return Verdict {
+            skipped: Some("judged as its owner's template"),
+            ..Verdict::allow()
+        };
+    }
     let ns = req.namespace;
     if policy.is_exempt(ns) {
         return Verdict {
@@ -201,9 +213,12 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>, view: &dyn ClusterView) -> V
     let mut denials = Vec::new();
     for f in raw {
         let action = policy.action(f.rule);
-        let pre_existing = before
-            .iter()
-            .any(|b| b.rule == f.rule && b.claim == f.claim);
+        // A view that cannot be read is never "the old object's fault":
+        // onLookupError: deny must deny updates too.
+        let pre_existing = f.rule != Rule::LookupError
+            && before
+                .iter()
+                .any(|b| b.rule == f.rule && b.claim == f.claim);
         let effect = match action {
             Action::Off => continue,
             Action::Audit => Effect::Audit,

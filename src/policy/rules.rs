@@ -277,12 +277,12 @@ fn concurrent_pods(kind: Kind, spec: &objects::WorkloadSpec) -> Option<String> {
         }
         Kind::DaemonSet => Some("runs a pod on every node it selects".into()),
         Kind::Job => {
-            let p = spec.parallelism.unwrap_or(1);
+            let p = job_concurrency(spec);
             (p > 1).then(|| format!("runs {p} pods at once (parallelism)"))
         }
         Kind::CronJob => {
             let job = spec.job_template.as_ref().and_then(|j| j.spec.as_ref());
-            let p = job.and_then(|j| j.parallelism).unwrap_or(1);
+            let p = job.map(job_concurrency).unwrap_or(1);
             if p > 1 {
                 Some(format!("runs {p} pods at once (parallelism)"))
             } else if spec.concurrency_policy.as_deref().unwrap_or("Allow") == "Allow" {
@@ -292,6 +292,15 @@ fn concurrent_pods(kind: Kind, spec: &objects::WorkloadSpec) -> Option<String> {
             }
         }
         _ => None,
+    }
+}
+
+/// How many pods of a Job run at once: never more than the completions left.
+fn job_concurrency(spec: &objects::WorkloadSpec) -> i64 {
+    let p = spec.parallelism.unwrap_or(1);
+    match spec.completions {
+        Some(c) => p.min(c),
+        None => p,
     }
 }
 

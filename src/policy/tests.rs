@@ -1109,3 +1109,104 @@ fn every_rule_message_fits() {
         );
     }
 }
+
+#[test]
+fn job_completions_bound_concurrency() {
+    check(vec![
+        case(
+            "parallelism 2, completions 1",
+            vec![],
+            workload(
+                "Job",
+                "batch/v1",
+                "j",
+                json!({"parallelism": 2, "completions": 1}),
+                &["rwop"],
+            ),
+            vec![],
+        ),
+        case(
+            "parallelism 3, completions 5",
+            vec![],
+            workload(
+                "Job",
+                "batch/v1",
+                "j",
+                json!({"parallelism": 3, "completions": 5}),
+                &["rwop"],
+            ),
+            vec![("workload-rwop-replicas", Deny)],
+        ),
+        case(
+            "CronJob Forbid, job parallelism 4 completions 1",
+            vec![],
+            workload(
+                "CronJob",
+                "batch/v1",
+                "cj",
+                json!({"concurrencyPolicy": "Forbid", "jobTemplate": {"spec": {"parallelism": 4, "completions": 1}}}),
+                &["rwop"],
+            ),
+            vec![],
+        ),
+    ]);
+}
+
+#[test]
+fn owned_replicasets_and_jobs_are_judged_through_their_owner() {
+    let owned = |mut v: Value, kind: &str| {
+        v["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": "owner", "uid": "u", "controller": true}]);
+        v
+    };
+    let rs = workload(
+        "ReplicaSet",
+        "apps/v1",
+        "web-7d4b9",
+        json!({"replicas": 2}),
+        &["rwop"],
+    );
+    let job = workload(
+        "Job",
+        "batch/v1",
+        "nightly-2839",
+        json!({"parallelism": 2}),
+        &["rwop"],
+    );
+    let p = Policy::default();
+    for (v, op) in [
+        (owned(rs.clone(), "Deployment"), Operation::Create),
+        (owned(rs.clone(), "Deployment"), Operation::Update),
+        (owned(job.clone(), "CronJob"), Operation::Create),
+    ] {
+        let verdict = run(&p, &[], op, v.clone(), Some(v));
+        assert!(
+            verdict.allowed && verdict.findings.is_empty(),
+            "{verdict:#?}"
+        );
+    }
+    // Not owned (or owned by something claimguard does not judge): judged.
+    for v in [rs, owned(job, "Workflow")] {
+        assert!(!run(&p, &[], Operation::Create, v, None).allowed);
+    }
+}
+
+#[test]
+fn lookup_errors_are_never_pre_existing() {
+    let o = obj(deploy(
+        "web",
+        json!({"replicas": 1, "strategy": {"type": "Recreate"}}),
+        &["rwop"],
+    ));
+    let req = Request {
+        operation: Operation::Update,
+        namespace: "default",
+        object: &o,
+        old_object: Some(&o),
+    };
+    let v = evaluate(
+        &Policy::parse("onLookupError: deny").unwrap(),
+        &req,
+        &Unreadable,
+    );
+    assert!(!v.allowed, "{v:#?}");
+}

@@ -108,7 +108,23 @@ impl Metrics {
     }
 
     /// Counts one answered request; `allowed` is "true", "false" or "error".
+    /// Labels come from a fixed set: the request's kind and operation are
+    /// client-controlled text, and a label set that grows with every new
+    /// string is a memory leak anyone who reaches the Service can drive.
     pub fn request(&self, kind: &str, operation: &str, allowed: &str) {
+        let kind = match crate::objects::Kind::from_kind_name(kind) {
+            Some(k) => k.as_str(),
+            None if kind == "unknown" => "unknown",
+            None => "other",
+        };
+        let operation = match operation {
+            "CREATE" | "UPDATE" | "DELETE" | "CONNECT" | "unknown" => operation,
+            _ => "other",
+        };
+        let allowed = match allowed {
+            "true" | "false" | "error" => allowed,
+            _ => "other",
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 kind: kind.to_owned(),
@@ -175,5 +191,18 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn request_labels_come_from_a_fixed_set() {
+        let m = Metrics::new();
+        for i in 0..100 {
+            m.request(&format!("Kind{i}"), &format!("OP{i}"), "true");
+        }
+        m.request("Deployment", "UPDATE", "true");
+        let text = m.encode();
+        assert!(text.contains(r#"claimguard_admission_requests_total{kind="other",operation="other",allowed="true"} 100"#), "{text}");
+        assert!(text.contains(r#"kind="Deployment",operation="UPDATE""#));
+        assert!(!text.contains("Kind7"));
     }
 }
