@@ -480,15 +480,27 @@ impl Object {
 
     /// Parse raw JSON bytes as `kind` without building a JSON tree.
     pub fn from_slice(kind: Kind, bytes: &[u8]) -> Result<Object, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let o = Object::deserialize_as(kind, &mut de)?;
+        de.end()?;
+        Ok(o)
+    }
+
+    /// Deserialize as `kind` from any deserializer: lets a caller parse an
+    /// object in place, inside a larger document, in the same pass.
+    pub fn deserialize_as<'de, D: serde::Deserializer<'de>>(
+        kind: Kind,
+        d: D,
+    ) -> Result<Object, D::Error> {
         Ok(match kind {
-            Kind::Pod => Object::Pod(serde_json::from_slice(bytes)?),
+            Kind::Pod => Object::Pod(Pod::deserialize(d)?),
             Kind::PersistentVolumeClaim => {
-                Object::PersistentVolumeClaim(serde_json::from_slice(bytes)?)
+                Object::PersistentVolumeClaim(PersistentVolumeClaim::deserialize(d)?)
             }
-            Kind::PersistentVolume => Object::PersistentVolume(serde_json::from_slice(bytes)?),
-            Kind::StorageClass => Object::StorageClass(serde_json::from_slice(bytes)?),
-            Kind::Namespace => Object::Namespace(serde_json::from_slice(bytes)?),
-            k => Object::Workload(k, serde_json::from_slice(bytes)?),
+            Kind::PersistentVolume => Object::PersistentVolume(PersistentVolume::deserialize(d)?),
+            Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(d)?),
+            Kind::Namespace => Object::Namespace(Namespace::deserialize(d)?),
+            k => Object::Workload(k, Workload::deserialize(d)?),
         })
     }
 }

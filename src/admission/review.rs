@@ -1,13 +1,19 @@
 //! AdmissionReview v1 on the wire: narrow serde types for what the API server
 //! sends, and the response it expects.
 //!
-//! The request's `object` is kept as raw JSON and parsed straight into the
-//! narrow type of its kind: no `DynamicObject`, no JSON tree.
+//! The request's `object` is parsed straight into the narrow type of its
+//! kind: no `DynamicObject`, no JSON tree. The API server writes `kind` and
+//! `operation` before `object` (Go struct order), so the object is parsed in
+//! the same pass as the review; a review written in another order has its
+//! object kept as raw JSON and parsed once the kind is known.
 
 use crate::objects::{Kind, Object};
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::fmt;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -36,8 +42,14 @@ struct ReviewIn<'a> {
     api_version: Option<String>,
     #[serde(default)]
     kind: Option<String>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "request_in")]
     request: Option<RequestIn<'a>>,
+}
+
+thread_local! {
+    /// Why `request.object` did not parse, when it did not: the parse of the
+    /// whole review fails with it, and the caller names the object.
+    static OBJECT_FAILURE: RefCell<Option<(Kind, String)>> = const { RefCell::new(None) };
 }
 
 #[derive(Deserialize, Default)]
@@ -47,25 +59,166 @@ struct GroupVersionKind {
     kind: String,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Default)]
 struct RequestIn<'a> {
-    #[serde(default)]
     uid: String,
-    #[serde(default)]
     kind: GroupVersionKind,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     namespace: String,
-    #[serde(default)]
     operation: String,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    old_object: Option<&'a RawValue>,
-    #[serde(default)]
+    object: ObjectIn<'a>,
+    old_object: ObjectIn<'a>,
     dry_run: Option<bool>,
+}
+
+/// `request.object` / `request.oldObject` as read. Two per request and
+/// short-lived: boxing the parsed object would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Default)]
+enum ObjectIn<'a> {
+    #[default]
+    Absent,
+    Raw(&'a RawValue),
+    /// Parsed in place (`None` for JSON `null`).
+    Parsed(Option<Object>),
+}
+
+impl ObjectIn<'_> {
+    fn is_null(&self) -> bool {
+        match self {
+            ObjectIn::Absent | ObjectIn::Parsed(None) => true,
+            ObjectIn::Raw(r) => r.get().trim() == "null",
+            ObjectIn::Parsed(Some(_)) => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Field {
+    Uid,
+    Kind,
+    Name,
+    Namespace,
+    Operation,
+    Object,
+    OldObject,
+    DryRun,
+    #[serde(other)]
+    Other,
+}
+
+fn request_in<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RequestIn<'de>>, D::Error> {
+    struct OptionVisitor;
+    impl<'de> Visitor<'de> for OptionVisitor {
+        type Value = Option<RequestIn<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an AdmissionRequest")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(RequestVisitor).map(Some)
+        }
+    }
+    d.deserialize_option(OptionVisitor)
+}
+
+struct RequestVisitor;
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = RequestIn<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("struct AdmissionRequest")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestIn<'de>, A::Error> {
+        let mut r = RequestIn::default();
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Uid => r.uid = map.next_value()?,
+                Field::Kind => r.kind = map.next_value()?,
+                Field::Name => r.name = map.next_value()?,
+                Field::Namespace => r.namespace = map.next_value()?,
+                Field::Operation => r.operation = map.next_value()?,
+                Field::DryRun => r.dry_run = map.next_value()?,
+                Field::Object | Field::OldObject => {
+                    let wanted = match field {
+                        Field::Object => judged_op(&r.operation),
+                        _ => r.operation == "UPDATE",
+                    };
+                    let kind = Kind::from_kind(&r.kind.group, &r.kind.kind);
+                    let value = match kind {
+                        Some(kind) if wanted => {
+                            ObjectIn::Parsed(map.next_value_seed(ObjectSeed(kind))?)
+                        }
+                        // Kind or operation not seen yet: keep the text.
+                        _ if r.operation.is_empty() || r.kind.kind.is_empty() => {
+                            match map.next_value::<Option<&'de RawValue>>()? {
+                                Some(raw) => ObjectIn::Raw(raw),
+                                None => ObjectIn::Parsed(None),
+                            }
+                        }
+                        // Not judged: skip it without keeping anything.
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            ObjectIn::Absent
+                        }
+                    };
+                    match field {
+                        Field::Object => r.object = value,
+                        _ => r.old_object = value,
+                    }
+                }
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Parses an object of a known kind in place; `null` is `None`.
+struct ObjectSeed(Kind);
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed {
+    type Value = Option<Object>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Object>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed {
+    type Value = Option<Object>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {}", self.0.as_str())
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match Object::deserialize_as(self.0, d) {
+            Ok(o) => Ok(Some(o)),
+            Err(e) => {
+                let reason = e.to_string();
+                OBJECT_FAILURE.with(|f| *f.borrow_mut() = Some((self.0, reason)));
+                Err(e)
+            }
+        }
+    }
+}
+
+fn judged_op(op: &str) -> bool {
+    matches!(op, "CREATE" | "UPDATE")
 }
 
 /// A parsed admission request.
@@ -83,10 +236,6 @@ pub struct AdmissionRequest {
     pub old_object: Option<Object>,
 }
 
-fn is_null(v: Option<&RawValue>) -> bool {
-    v.is_none_or(|r| r.get().trim() == "null")
-}
-
 fn one_line(s: String) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -94,9 +243,24 @@ fn one_line(s: String) -> String {
 pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     // Tell "not JSON" from "JSON of the wrong shape": both are 400s, but the
     // person reading the log needs to know which.
-    let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
+    OBJECT_FAILURE.with(|f| f.borrow_mut().take());
+    // One UTF-8 check of the whole body is cheaper than serde_json checking
+    // each string it keeps; a body that is not UTF-8 takes the byte path,
+    // which accepts bad bytes inside skipped strings as it always did.
+    let parsed = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<ReviewIn<'_>>(text),
+        Err(_) => serde_json::from_slice::<ReviewIn<'_>>(body),
+    };
+    let review = parsed.map_err(|e| {
+        let object_failure = OBJECT_FAILURE.with(|f| f.borrow_mut().take());
         if e.is_syntax() || e.is_eof() {
             ReviewError::NotJson(one_line(e.to_string()))
+        } else if let Some((kind, _)) = object_failure {
+            // serde's own message carries the position in the whole body.
+            ReviewError::BadObject {
+                kind: kind.as_str().into(),
+                reason: one_line(e.to_string()),
+            }
         } else {
             ReviewError::NotAReview(one_line(e.to_string()))
         }
@@ -115,25 +279,28 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
         return Err(ReviewError::NoUid);
     }
     let kind = Kind::from_kind(&req.kind.group, &req.kind.kind);
-    let parse = |raw: Option<&RawValue>| -> Result<Option<Object>, ReviewError> {
-        match (kind, raw) {
-            (Some(k), Some(r)) if !is_null(Some(r)) => Object::from_slice(k, r.get().as_bytes())
-                .map(Some)
-                .map_err(|e| ReviewError::BadObject {
-                    kind: k.as_str().into(),
-                    reason: one_line(e.to_string()),
-                }),
+    let parse = |field: ObjectIn<'_>| -> Result<Option<Object>, ReviewError> {
+        match (kind, field) {
+            (Some(_), ObjectIn::Parsed(o)) => Ok(o),
+            (Some(k), ObjectIn::Raw(r)) if r.get().trim() != "null" => {
+                Object::from_slice(k, r.get().as_bytes())
+                    .map(Some)
+                    .map_err(|e| ReviewError::BadObject {
+                        kind: k.as_str().into(),
+                        reason: one_line(e.to_string()),
+                    })
+            }
             _ => Ok(None),
         }
     };
-    let judged_op = matches!(req.operation.as_str(), "CREATE" | "UPDATE");
-    if kind.is_some() && judged_op && is_null(req.object) {
+    let judged = judged_op(&req.operation);
+    if kind.is_some() && judged && req.object.is_null() {
         return Err(ReviewError::NoObject {
             operation: req.operation,
             kind: req.kind.kind,
         });
     }
-    let mut object = if judged_op { parse(req.object)? } else { None };
+    let mut object = if judged { parse(req.object)? } else { None };
     let old_object = if req.operation == "UPDATE" {
         parse(req.old_object)?
     } else {
@@ -267,6 +434,66 @@ mod tests {
             assert!(e.contains(want), "{e:?} lacks {want:?}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    /// The API server's field order (kind and operation before object) is
+    /// parsed in one pass; any other order through the raw-text path. Both
+    /// must give the same request.
+    #[test]
+    fn field_order_does_not_change_the_result() {
+        let api_server_order = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"name":"p","namespace":"team","operation":"CREATE","userInfo":{"username":"alice","groups":["a","b"]},"object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"x","managedFields":[{"manager":"m","fieldsV1":{"f:spec":{}}}],"annotations":{"claimguard.io/allow-shared-writers":"true"}},"spec":{"volumes":[{"name":"d","persistentVolumeClaim":{"claimName":"data","readOnly":true}}],"containers":[{"name":"c","env":[{"name":"A","value":"\"b\""}],"volumeMounts":[{"name":"d","mountPath":"/d"}]}],"nodeName":"n1"},"status":{"phase":"Pending"}},"oldObject":null,"dryRun":false,"options":{"kind":"CreateOptions"}}}"#;
+        let sorted = serde_json::to_vec(
+            &serde_json::from_str::<serde_json::Value>(api_server_order).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            String::from_utf8_lossy(&sorted).find("\"object\"")
+                < String::from_utf8_lossy(&sorted).find("\"operation\"")
+        );
+        let a = parse_request(api_server_order.as_bytes()).unwrap();
+        let b = parse_request(&sorted).unwrap();
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        let Some(Object::Pod(pod)) = &a.object else {
+            panic!("not a pod: {a:?}")
+        };
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("team"));
+        assert_eq!(
+            pod.spec.as_ref().unwrap().volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "data"
+        );
+
+        // A bad object, a null object and an unjudged kind, in API server order.
+        let bad = api_server_order.replace(r#""volumes":[{"#, r#""volumes":5,"x":[{"#);
+        let e = parse_request(bad.as_bytes()).unwrap_err();
+        assert!(matches!(e, ReviewError::BadObject { .. }), "{e:?}");
+        assert!(e.to_string().contains("not a valid Pod"), "{e}");
+        let broken = api_server_order.replace(r#""nodeName":"n1""#, r#""nodeName":"n1"#);
+        assert!(matches!(
+            parse_request(broken.as_bytes()),
+            Err(ReviewError::NotJson(_))
+        ));
+        let null = api_server_order.replace(
+            r#""object":{"kind":"Pod""#,
+            r#""object":null,"x":{"kind":"Pod""#,
+        );
+        assert!(matches!(
+            parse_request(null.as_bytes()),
+            Err(ReviewError::NoObject { .. })
+        ));
+        let cm = api_server_order.replace(
+            r#""kind":"Pod"},"resource""#,
+            r#""kind":"ConfigMap"},"resource""#,
+        );
+        let r = parse_request(cm.as_bytes()).unwrap();
+        assert!(r.kind.is_none() && r.object.is_none());
+        let delete = api_server_order.replace(r#""operation":"CREATE""#, r#""operation":"DELETE""#);
+        assert!(parse_request(delete.as_bytes()).unwrap().object.is_none());
+        // After a failure the next parse starts clean.
+        assert!(parse_request(api_server_order.as_bytes()).is_ok());
     }
 
     #[test]

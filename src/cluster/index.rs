@@ -9,8 +9,9 @@
 
 use super::{AccessModes, ClaimFacts, ClusterView, LookupError, NamespaceMode, StorageClassFacts};
 use crate::objects::{self, Object};
-use hashbrown::{Equivalent, HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashSet, HashTable};
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,19 +71,398 @@ struct PodEntry {
     /// The pod annotation `claimguard.io/allow-shared-writers: "true"`: the
     /// audit needs it to judge existing pods as admission judged them.
     allow_shared_writers: bool,
-    claims: Box<[(Arc<str>, bool)]>,
+    claims: PodClaims,
+}
+
+/// A pod's claims with their read-only flags. Almost every pod that uses a
+/// claim uses exactly one, so that one lives inline: no allocation.
+#[derive(Debug)]
+enum PodClaims {
+    One(Arc<str>, bool),
+    Many(Box<[(Arc<str>, bool)]>),
+}
+
+impl PodClaims {
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, bool)> {
+        let (one, many) = match self {
+            PodClaims::One(c, ro) => (Some((c, *ro)), &[][..]),
+            PodClaims::Many(m) => (None, &m[..]),
+        };
+        one.into_iter().chain(many.iter().map(|(c, ro)| (c, *ro)))
+    }
 }
 
 #[derive(Debug, Default)]
 struct ClaimEntry {
     pvc: Option<PvcEntry>,
-    consumers: Vec<u32>,
+    consumers: Slots,
 }
 
+/// Slab slots of a claim's consumers. Most claims have at most three
+/// consumers, so those live inline in the 24 bytes a `Vec` header takes.
 #[derive(Debug, Clone)]
-struct PvcEntry {
-    modes: AccessModes,
-    volume: Option<Arc<str>>,
+enum Slots {
+    Inline { len: u8, items: [u32; 3] },
+    Heap(Vec<u32>),
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::Inline {
+            len: 0,
+            items: [0; 3],
+        }
+    }
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Slots::Inline { len, items } => &items[..*len as usize],
+            Slots::Heap(v) => v,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+    fn iter(&self) -> std::slice::Iter<'_, u32> {
+        self.as_slice().iter()
+    }
+    fn contains(&self, slot: &u32) -> bool {
+        self.as_slice().contains(slot)
+    }
+    fn push(&mut self, slot: u32) {
+        match self {
+            Slots::Inline { len, items } if (*len as usize) < items.len() => {
+                items[*len as usize] = slot;
+                *len += 1;
+            }
+            Slots::Inline { len, items } => {
+                let mut v = items[..*len as usize].to_vec();
+                v.push(slot);
+                *self = Slots::Heap(v);
+            }
+            Slots::Heap(v) => v.push(slot),
+        }
+    }
+    fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        match self {
+            Slots::Inline { len, items } => {
+                let mut n = 0;
+                for i in 0..*len as usize {
+                    if keep(items[i]) {
+                        items[n] = items[i];
+                        n += 1;
+                    }
+                }
+                *len = n as u8;
+            }
+            Slots::Heap(v) => v.retain(|s| keep(*s)),
+        }
+    }
+}
+
+/// The pod slab, in fixed chunks: a `Vec` doubles, so 100,000 pods would sit
+/// in room for 131,072 and a quarter of the slab would be empty.
+#[derive(Debug)]
+struct Slab<T> {
+    chunks: Vec<Box<[Option<T>]>>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+const SLAB_CHUNK: usize = 1024;
+
+impl<T> Slab<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn push(&mut self, entry: Option<T>) {
+        if self.len == self.chunks.len() * SLAB_CHUNK {
+            self.chunks.push((0..SLAB_CHUNK).map(|_| None).collect());
+        }
+        self.chunks[self.len / SLAB_CHUNK][self.len % SLAB_CHUNK] = entry;
+        self.len += 1;
+    }
+    fn iter(&self) -> impl Iterator<Item = &Option<T>> {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    }
+}
+
+impl<T> std::ops::Index<usize> for Slab<T> {
+    type Output = Option<T>;
+    fn index(&self, i: usize) -> &Option<T> {
+        &self.chunks[i / SLAB_CHUNK][i % SLAB_CHUNK]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Slab<T> {
+    fn index_mut(&mut self, i: usize) -> &mut Option<T> {
+        &mut self.chunks[i / SLAB_CHUNK][i % SLAB_CHUNK]
+    }
+}
+
+/// `(namespace, claim) → ClaimEntry`, with the same layout as the pods: the
+/// entries in a chunked slab, the hash table holding 4-byte slab indexes. A
+/// `HashMap` of 80-byte entries sat at 131,072 slots for 100,000 PVCs.
+#[derive(Debug, Default)]
+struct ClaimTable {
+    slab: Slab<(Key, ClaimEntry)>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl ClaimTable {
+    fn find(&self, k: &KeyRef<'_>) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(self.hasher.hash_one(k), |&s| {
+                slab[s as usize]
+                    .as_ref()
+                    .is_some_and(|(key, _)| k.equivalent(key))
+            })
+            .copied()
+    }
+
+    fn get_key_value(&self, k: &KeyRef<'_>) -> Option<(&Key, &ClaimEntry)> {
+        let slot = self.find(k)?;
+        self.slab[slot as usize].as_ref().map(|(k, e)| (k, e))
+    }
+
+    fn get(&self, k: &KeyRef<'_>) -> Option<&ClaimEntry> {
+        self.get_key_value(k).map(|(_, e)| e)
+    }
+
+    fn get_mut(&mut self, k: &KeyRef<'_>) -> Option<&mut ClaimEntry> {
+        let slot = self.find(k)?;
+        self.slab[slot as usize].as_mut().map(|(_, e)| e)
+    }
+
+    /// The entry for `key`, created empty if there is none.
+    fn entry_or_default(&mut self, key: Key) -> &mut ClaimEntry {
+        let k = KeyRef {
+            ns: &key.ns,
+            name: &key.name,
+        };
+        let slot = match self.find(&k) {
+            Some(slot) => slot,
+            None => {
+                let hash = self.hasher.hash_one(&k);
+                let slot = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slab.push(None);
+                        (self.slab.len() - 1) as u32
+                    }
+                };
+                // A resize rehashes the slots already in the table, never
+                // this one, whose entry is filled below.
+                let (slab, hasher) = (&self.slab, &self.hasher);
+                self.index
+                    .insert_unique(hash, slot, |&s| match &slab[s as usize] {
+                        Some((key, _)) => hasher.hash_one(KeyRef {
+                            ns: &key.ns,
+                            name: &key.name,
+                        }),
+                        None => 0,
+                    });
+                slot
+            }
+        };
+        &mut self.slab[slot as usize]
+            .get_or_insert_with(|| (key, ClaimEntry::default()))
+            .1
+    }
+
+    fn remove(&mut self, k: &KeyRef<'_>) {
+        let slab = &self.slab;
+        if let Ok(found) = self.index.find_entry(self.hasher.hash_one(k), |&s| {
+            slab[s as usize]
+                .as_ref()
+                .is_some_and(|(key, _)| k.equivalent(key))
+        }) {
+            let (slot, _) = found.remove();
+            self.slab[slot as usize] = None;
+            self.free.push(slot);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &ClaimEntry)> {
+        self.slab.iter().flatten().map(|(k, e)| (k, e))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ClaimEntry> {
+        self.iter().map(|(_, e)| e)
+    }
+}
+
+/// What the index keeps of a PVC: its own access modes and the PV it is
+/// bound to. CSI provisioners name volumes `pvc-<uid>`; such a name is kept
+/// as its 16 UUID bytes, so the whole entry fits in 24 bytes.
+#[derive(Debug, Clone)]
+enum PvcEntry {
+    Unbound(AccessModes),
+    PvcUuid(AccessModes, [u8; 16]),
+    Named(AccessModes, Box<str>),
+}
+
+impl PvcEntry {
+    fn new(modes: AccessModes, volume: Option<&str>) -> PvcEntry {
+        match volume {
+            None => PvcEntry::Unbound(modes),
+            Some(v) => match VolumeRef::of(v) {
+                VolumeRef::PvcUuid(u) => PvcEntry::PvcUuid(modes, u),
+                VolumeRef::Named(n) => PvcEntry::Named(modes, n.into()),
+            },
+        }
+    }
+    fn modes(&self) -> AccessModes {
+        match self {
+            PvcEntry::Unbound(m) | PvcEntry::PvcUuid(m, _) | PvcEntry::Named(m, _) => *m,
+        }
+    }
+    fn volume(&self) -> Option<VolumeRef<'_>> {
+        match self {
+            PvcEntry::Unbound(_) => None,
+            PvcEntry::PvcUuid(_, u) => Some(VolumeRef::PvcUuid(*u)),
+            PvcEntry::Named(_, n) => Some(VolumeRef::Named(n)),
+        }
+    }
+}
+
+/// A PersistentVolume name, `pvc-<uuid>` kept as 16 bytes. Only the
+/// canonical lowercase form is compacted, so printing it gives back exactly
+/// the name that came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum VolumeName {
+    PvcUuid([u8; 16]),
+    Named(Box<str>),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum VolumeRef<'a> {
+    PvcUuid([u8; 16]),
+    Named(&'a str),
+}
+
+impl<'a> VolumeRef<'a> {
+    fn of(name: &'a str) -> VolumeRef<'a> {
+        match name.strip_prefix("pvc-").and_then(parse_uuid) {
+            Some(u) => VolumeRef::PvcUuid(u),
+            None => VolumeRef::Named(name),
+        }
+    }
+}
+
+impl VolumeName {
+    fn as_ref(&self) -> VolumeRef<'_> {
+        match self {
+            VolumeName::PvcUuid(u) => VolumeRef::PvcUuid(*u),
+            VolumeName::Named(n) => VolumeRef::Named(n),
+        }
+    }
+}
+
+impl Hash for VolumeName {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_ref().hash(h)
+    }
+}
+
+impl Hash for VolumeRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self {
+            VolumeRef::PvcUuid(u) => {
+                0u8.hash(h);
+                u.hash(h);
+            }
+            VolumeRef::Named(n) => {
+                1u8.hash(h);
+                n.hash(h);
+            }
+        }
+    }
+}
+
+impl Equivalent<VolumeName> for VolumeRef<'_> {
+    fn equivalent(&self, k: &VolumeName) -> bool {
+        match (self, k) {
+            (VolumeRef::PvcUuid(a), VolumeName::PvcUuid(b)) => a == b,
+            (VolumeRef::Named(a), VolumeName::Named(b)) => *a == &**b,
+            _ => false,
+        }
+    }
+}
+
+impl From<VolumeRef<'_>> for VolumeName {
+    fn from(r: VolumeRef<'_>) -> VolumeName {
+        match r {
+            VolumeRef::PvcUuid(u) => VolumeName::PvcUuid(u),
+            VolumeRef::Named(n) => VolumeName::Named(n.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for VolumeRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VolumeRef::Named(n) => f.write_str(n),
+            VolumeRef::PvcUuid(u) => {
+                f.write_str("pvc-")?;
+                for (i, b) in u.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for VolumeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_ref().fmt(f)
+    }
+}
+
+/// `8-4-4-4-12` lowercase hex, exactly; anything else is kept as text.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b[i] != b'-' {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        let hex = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        out[n] = (hex(b[i])? << 4) | hex(b[i + 1])?;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
 }
 
 #[derive(Debug, Clone)]
@@ -102,14 +482,21 @@ pub struct Consumer<'a> {
     pub read_only: bool,
 }
 
+/// Memory layout, for 100,000 pods and PVCs (docs/performance.md): claim
+/// names are not interned (a claim name is shared only between its claim
+/// entry and its consumers, which clone the entry's `Arc`); only namespace,
+/// node and provisioner names, which thousands of objects share, are.
+/// `pod_slots` holds bare slab indexes hashed by the pod's (namespace, name)
+/// stored in the slab, so a pod's key is stored once.
 #[derive(Debug, Default)]
 pub struct ClusterState {
     interned: HashSet<Arc<str>>,
-    pods: Vec<Option<PodEntry>>,
+    pods: Slab<PodEntry>,
     free: Vec<u32>,
-    pod_slots: HashMap<Key, u32>,
-    claims: HashMap<Key, ClaimEntry>,
-    volumes: HashMap<Box<str>, AccessModes>,
+    hasher: DefaultHashBuilder,
+    pod_slots: HashTable<u32>,
+    claims: ClaimTable,
+    volumes: HashMap<VolumeName, AccessModes>,
     classes: HashMap<Box<str>, ClassEntry>,
     namespaces: HashMap<Box<str>, Option<NamespaceMode>>,
     reservations: VecDeque<(Instant, Key)>,
@@ -185,6 +572,21 @@ impl ClusterState {
         }
     }
 
+    fn slot_hash(hasher: &DefaultHashBuilder, ns: &str, name: &str) -> u64 {
+        hasher.hash_one(KeyRef { ns, name })
+    }
+
+    fn find_slot(&self, ns: &str, name: &str) -> Option<u32> {
+        let pods = &self.pods;
+        self.pod_slots
+            .find(Self::slot_hash(&self.hasher, ns, name), |&s| {
+                pods[s as usize]
+                    .as_ref()
+                    .is_some_and(|p| *p.key.ns == *ns && *p.key.name == *name)
+            })
+            .copied()
+    }
+
     // ---- pods -------------------------------------------------------------
 
     pub fn apply_pod(&mut self, pod: &objects::Pod) {
@@ -195,10 +597,7 @@ impl ClusterState {
     /// the watch shows it (then it is an ordinary pod) or `deadline` passes.
     pub fn reserve_pod(&mut self, pod: &objects::Pod, deadline: Instant) {
         let ns = namespace_of(&pod.metadata);
-        if let Some(&slot) = self.pod_slots.get(&KeyRef {
-            ns,
-            name: &pod.metadata.name,
-        }) {
+        if let Some(slot) = self.find_slot(ns, &pod.metadata.name) {
             if let Some(e) = &self.pods[slot as usize] {
                 if !e.reserved {
                     // The watch was faster than us: the real pod is there.
@@ -223,9 +622,8 @@ impl ClusterState {
                 break;
             };
             let still_reserved = self
-                .pod_slots
-                .get(&key)
-                .and_then(|&s| self.pods[s as usize].as_ref())
+                .find_slot(&key.ns, &key.name)
+                .and_then(|s| self.pods[s as usize].as_ref())
                 .is_some_and(|e| e.reserved);
             if still_reserved {
                 self.delete_pod(&key.ns, &key.name);
@@ -250,8 +648,25 @@ impl ClusterState {
             return None;
         }
         let ns_arc = self.intern(ns);
-        let claims: Box<[(Arc<str>, bool)]> =
-            claims.iter().map(|(c, ro)| (self.intern(c), *ro)).collect();
+        // Share the claim entry's name when there is one.
+        let mut linked: Vec<(Arc<str>, bool)> = claims
+            .iter()
+            .map(|(c, ro)| {
+                let name = match self.claims.get_key_value(&KeyRef { ns, name: c }) {
+                    Some((k, _)) => k.name.clone(),
+                    None => Arc::from(*c),
+                };
+                (name, *ro)
+            })
+            .collect();
+        let claims = match linked.pop() {
+            Some((c, ro)) if linked.is_empty() => PodClaims::One(c, ro),
+            Some(last) => {
+                linked.push(last);
+                PodClaims::Many(linked.into_boxed_slice())
+            }
+            None => PodClaims::Many(Box::default()),
+        };
         let node = pod
             .spec
             .as_ref()
@@ -272,47 +687,32 @@ impl ClusterState {
             .map(String::as_str)
             == Some("true");
 
-        let existing = self.pod_slots.get(&KeyRef { ns, name }).copied();
+        let existing = self.find_slot(ns, name);
         let slot = match existing {
             Some(slot) => {
                 self.unlink(slot);
                 slot
             }
-            None => {
-                let key = Key {
-                    ns: ns_arc.clone(),
-                    name: Arc::from(name),
-                };
-                let slot = match self.free.pop() {
-                    Some(s) => s,
-                    None => {
-                        self.pods.push(None);
-                        (self.pods.len() - 1) as u32
-                    }
-                };
-                self.pod_slots.insert(key, slot);
-                slot
-            }
+            None => match self.free.pop() {
+                Some(s) => s,
+                None => {
+                    self.pods.push(None);
+                    (self.pods.len() - 1) as u32
+                }
+            },
         };
         let key = match &self.pods[slot as usize] {
             Some(old) => old.key.clone(),
             None => Key {
                 ns: ns_arc.clone(),
-                name: self
-                    .pod_slots
-                    .get_key_value(&KeyRef { ns, name })
-                    .map(|(k, _)| k.name.clone())
-                    .unwrap_or_else(|| Arc::from(name)),
+                name: Arc::from(name),
             },
         };
         for (claim, _) in claims.iter() {
-            let entry = self
-                .claims
-                .entry(Key {
-                    ns: ns_arc.clone(),
-                    name: claim.clone(),
-                })
-                .or_default();
+            let entry = self.claims.entry_or_default(Key {
+                ns: ns_arc.clone(),
+                name: claim.clone(),
+            });
             if !entry.consumers.contains(&slot) {
                 entry.consumers.push(slot);
             }
@@ -326,6 +726,17 @@ impl ClusterState {
             allow_shared_writers,
             claims,
         });
+        if existing.is_none() {
+            // The slab entry is in place before the table can rehash over it.
+            let (pods, hasher) = (&self.pods, &self.hasher);
+            self.pod_slots
+                .insert_unique(Self::slot_hash(hasher, ns, name), slot, |&s| {
+                    match &pods[s as usize] {
+                        Some(p) => Self::slot_hash(hasher, &p.key.ns, &p.key.name),
+                        None => 0,
+                    }
+                });
+        }
         Some(key)
     }
 
@@ -340,7 +751,7 @@ impl ClusterState {
                 name: claim,
             };
             if let Some(c) = self.claims.get_mut(&k) {
-                c.consumers.retain(|s| *s != slot);
+                c.consumers.retain(|s| s != slot);
                 if c.consumers.is_empty() && c.pvc.is_none() {
                     self.claims.remove(&k);
                 }
@@ -349,12 +760,18 @@ impl ClusterState {
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        let Some(slot) = self.pod_slots.remove(&KeyRef {
-            ns: namespace,
-            name,
-        }) else {
+        let pods = &self.pods;
+        let Ok(found) =
+            self.pod_slots
+                .find_entry(Self::slot_hash(&self.hasher, namespace, name), |&s| {
+                    pods[s as usize]
+                        .as_ref()
+                        .is_some_and(|p| *p.key.ns == *namespace && *p.key.name == *name)
+                })
+        else {
             return;
         };
+        let (slot, _) = found.remove();
         self.unlink(slot);
         self.pods[slot as usize] = None;
         self.free.push(slot);
@@ -366,10 +783,7 @@ impl ClusterState {
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<PodProjection> {
-        let slot = *self.pod_slots.get(&KeyRef {
-            ns: namespace,
-            name,
-        })?;
+        let slot = self.find_slot(namespace, name)?;
         self.pods[slot as usize].as_ref().map(project)
     }
 
@@ -380,12 +794,8 @@ impl ClusterState {
 
     /// Whether the stored pod carries `claimguard.io/allow-shared-writers: "true"`.
     pub fn allows_shared_writers(&self, namespace: &str, name: &str) -> bool {
-        self.pod_slots
-            .get(&KeyRef {
-                ns: namespace,
-                name,
-            })
-            .and_then(|&s| self.pods[s as usize].as_ref())
+        self.find_slot(namespace, name)
+            .and_then(|s| self.pods[s as usize].as_ref())
             .is_some_and(|p| p.allow_shared_writers)
     }
 
@@ -407,21 +817,24 @@ impl ClusterState {
         if pvc.metadata.name.is_empty() {
             return;
         }
-        let spec = pvc.spec.clone().unwrap_or_default();
-        let volume = spec
-            .volume_name
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .map(|v| self.intern(v));
-        let facts = PvcEntry {
-            modes: AccessModes::from_names(&spec.access_modes),
-            volume,
-        };
-        let key = Key {
-            ns: self.intern(ns),
-            name: self.intern(&pvc.metadata.name),
-        };
-        self.claims.entry(key).or_default().pvc = Some(facts);
+        let name = pvc.metadata.name.as_str();
+        let spec = pvc.spec.as_ref();
+        let facts = PvcEntry::new(
+            spec.map(|s| AccessModes::from_names(&s.access_modes))
+                .unwrap_or_default(),
+            spec.and_then(|s| s.volume_name.as_deref())
+                .filter(|v| !v.is_empty()),
+        );
+        match self.claims.get_mut(&KeyRef { ns, name }) {
+            Some(c) => c.pvc = Some(facts),
+            None => {
+                let key = Key {
+                    ns: self.intern(ns),
+                    name: Arc::from(name),
+                };
+                self.claims.entry_or_default(key).pvc = Some(facts);
+            }
+        }
     }
 
     /// The facts of a claim the index does not hold (a live GET's answer),
@@ -433,7 +846,7 @@ impl ClusterState {
             .unwrap_or_default();
         let effective = spec
             .and_then(|s| s.volume_name.as_deref())
-            .and_then(|v| self.volumes.get(v))
+            .and_then(|v| self.volumes.get(&VolumeRef::of(v)))
             .filter(|m| !m.is_empty())
             .copied()
             .unwrap_or(own);
@@ -483,11 +896,12 @@ impl ClusterState {
             .as_ref()
             .map(|s| AccessModes::from_names(&s.access_modes))
             .unwrap_or_default();
-        self.volumes.insert(pv.metadata.name.as_str().into(), modes);
+        self.volumes
+            .insert(VolumeRef::of(&pv.metadata.name).into(), modes);
     }
 
     pub fn delete_pv(&mut self, name: &str) {
-        self.volumes.remove(name);
+        self.volumes.remove(&VolumeRef::of(name));
     }
 
     pub fn pv_names(&self) -> Vec<String> {
@@ -560,7 +974,7 @@ impl ClusterState {
             let mut claims: Vec<String> = p
                 .claims
                 .iter()
-                .map(|(c, ro)| format!("{c}:{}", if *ro { "ro" } else { "rw" }))
+                .map(|(c, ro)| format!("{c}:{}", if ro { "ro" } else { "rw" }))
                 .collect();
             claims.sort();
             out.push(format!(
@@ -574,14 +988,16 @@ impl ClusterState {
                 claims.join(",")
             ));
         }
-        for (k, c) in &self.claims {
+        for (k, c) in self.claims.iter() {
             if let Some(pvc) = &c.pvc {
                 out.push(format!(
                     "pvc {}/{} modes={} volume={}",
                     k.ns,
                     k.name,
-                    pvc.modes,
-                    pvc.volume.as_deref().unwrap_or("-")
+                    pvc.modes(),
+                    pvc.volume()
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "-".into())
                 ));
             }
             let mut users: Vec<&str> = c
@@ -628,11 +1044,7 @@ fn project(p: &PodEntry) -> PodProjection {
         node: p.node.as_deref().map(str::to_string),
         terminating: p.terminating,
         reserved: p.reserved,
-        claims: p
-            .claims
-            .iter()
-            .map(|(c, ro)| (c.to_string(), *ro))
-            .collect(),
+        claims: p.claims.iter().map(|(c, ro)| (c.to_string(), ro)).collect(),
     }
 }
 
@@ -649,12 +1061,11 @@ impl ClusterView for ClusterState {
             return Ok(None);
         };
         let effective = pvc
-            .volume
-            .as_deref()
-            .and_then(|v| self.volumes.get(v))
+            .volume()
+            .and_then(|v| self.volumes.get(&v))
             .filter(|m| !m.is_empty())
             .copied()
-            .unwrap_or(pvc.modes);
+            .unwrap_or(pvc.modes());
         Ok(Some(ClaimFacts { effective }))
     }
 
@@ -678,8 +1089,8 @@ impl ClusterView for ClusterState {
                 read_only: p
                     .claims
                     .iter()
-                    .find(|(c, _)| &**c == claim)
-                    .is_some_and(|(_, ro)| *ro),
+                    .find(|(c, _)| &***c == claim)
+                    .is_some_and(|(_, ro)| ro),
             })
             .collect())
     }
@@ -820,6 +1231,202 @@ mod tests {
         let c = s.consumers("default", "data").unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].name, "a");
+    }
+
+    #[test]
+    fn volume_names_round_trip() {
+        let canonical = "pvc-0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5f";
+        assert!(matches!(VolumeRef::of(canonical), VolumeRef::PvcUuid(_)));
+        assert_eq!(VolumeRef::of(canonical).to_string(), canonical);
+        // Not canonical: kept as text so it prints back unchanged.
+        for name in [
+            "pvc-0B6F0C3E-1B7E-4B43-9F4E-6A1D2C3B4A5F",
+            "pvc-0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5",
+            "pvc-0b6f0c3e+1b7e-4b43-9f4e-6a1d2c3b4a5f",
+            "0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5f",
+            "pv-nfs-1",
+        ] {
+            assert!(matches!(VolumeRef::of(name), VolumeRef::Named(_)), "{name}");
+            assert_eq!(VolumeRef::of(name).to_string(), name);
+        }
+        let mut s = ClusterState::new();
+        for (pvc, pv, pv_modes) in [
+            ("a", canonical, "ReadWriteOncePod"),
+            ("b", "pv-nfs-1", "ReadWriteMany"),
+        ] {
+            s.apply_pvc(
+                &serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": pvc, "namespace": "default"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": pv}
+                }))
+                .unwrap(),
+            );
+            s.apply_pv(
+                &serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": pv}, "spec": {"accessModes": [pv_modes]}
+                }))
+                .unwrap(),
+            );
+        }
+        assert!(s
+            .claim("default", "a")
+            .unwrap()
+            .unwrap()
+            .effective
+            .is_rwop());
+        assert_eq!(
+            s.claim("default", "b").unwrap().unwrap().effective,
+            AccessModes::RWX
+        );
+        let dump = s.canonical_dump();
+        assert!(dump.contains(&format!(
+            "pvc default/a modes=ReadWriteOnce volume={canonical}"
+        )));
+        assert!(dump.contains(&format!("pv {canonical} modes=ReadWriteOncePod")));
+        assert!(dump.contains(&"pvc default/b modes=ReadWriteOnce volume=pv-nfs-1".to_string()));
+        let mut names = s.pv_names();
+        names.sort();
+        assert_eq!(names, vec!["pv-nfs-1".to_string(), canonical.to_string()]);
+        s.delete_pv(canonical);
+        assert_eq!(
+            s.claim("default", "a").unwrap().unwrap().effective,
+            AccessModes::RWO
+        );
+    }
+
+    #[test]
+    fn many_consumers_and_many_claims() {
+        let mut s = ClusterState::new();
+        let names: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
+        for n in &names {
+            s.apply_pod(&pod(
+                "default",
+                n,
+                Some("n1"),
+                &[("shared", false), ("logs", true)],
+            ));
+        }
+        let c = s.consumers("default", "shared").unwrap();
+        assert_eq!(c.len(), 7);
+        assert!(s
+            .consumers("default", "logs")
+            .unwrap()
+            .iter()
+            .all(|c| c.read_only));
+        for n in &names[..5] {
+            s.delete_pod("default", n);
+        }
+        let mut left: Vec<&str> = s
+            .consumers("default", "shared")
+            .unwrap()
+            .iter()
+            .map(|c| c.name)
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["p5", "p6"]);
+        // Re-adding after removals reuses slots and keeps every link right.
+        for n in &names[..5] {
+            s.apply_pod(&pod("default", n, None, &[("shared", true)]));
+        }
+        assert_eq!(s.consumers("default", "shared").unwrap().len(), 7);
+        assert_eq!(s.consumers("default", "logs").unwrap().len(), 2);
+        assert_eq!(s.pod_count(), 7);
+        assert_eq!(
+            s.pod("default", "p0").unwrap().claims,
+            vec![("shared".to_string(), true)]
+        );
+        for n in &names {
+            s.delete_pod("default", n);
+        }
+        assert_eq!(s.pod_count(), 0);
+        assert!(s.canonical_dump().is_empty());
+    }
+
+    /// Random churn against a plain model: slot and claim-entry reuse in the
+    /// slabs and hash tables must never mix up who uses what.
+    #[test]
+    fn churn_matches_a_plain_model() {
+        use std::collections::BTreeMap;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let claim_names = ["a", "b", "c", "d", "e", "f"];
+        let mut s = ClusterState::new();
+        let mut pods: BTreeMap<(String, String), Vec<(&str, bool)>> = BTreeMap::new();
+        let mut pvcs: BTreeMap<(String, String), ()> = BTreeMap::new();
+        for step in 0..4000 {
+            let ns = format!("ns{}", rnd(2));
+            match rnd(10) {
+                0..=4 => {
+                    let name = format!("p{}", rnd(40));
+                    let mut claims: Vec<(&str, bool)> = Vec::new();
+                    for c in claim_names {
+                        if rnd(4) == 0 {
+                            claims.push((c, rnd(2) == 0));
+                        }
+                    }
+                    s.apply_pod(&pod(&ns, &name, Some("n1"), &claims));
+                    if claims.is_empty() {
+                        pods.remove(&(ns, name));
+                    } else {
+                        pods.insert((ns, name), claims);
+                    }
+                }
+                5..=6 => {
+                    let name = format!("p{}", rnd(40));
+                    s.delete_pod(&ns, &name);
+                    pods.remove(&(ns, name));
+                }
+                7..=8 => {
+                    let name = claim_names[rnd(6) as usize];
+                    s.apply_pvc(
+                        &serde_json::from_value(serde_json::json!({
+                            "metadata": {"name": name, "namespace": ns},
+                            "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": format!("pvc-0b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a{:02x}", rnd(256))}
+                        }))
+                        .unwrap(),
+                    );
+                    pvcs.insert((ns, name.to_string()), ());
+                }
+                _ => {
+                    let name = claim_names[rnd(6) as usize];
+                    s.delete_pvc(&ns, name);
+                    pvcs.remove(&(ns, name.to_string()));
+                }
+            }
+            assert_eq!(s.pod_count(), pods.len(), "step {step}");
+            assert_eq!(s.pvc_count(), pvcs.len(), "step {step}");
+            for ns in ["ns0", "ns1"] {
+                for c in claim_names {
+                    let mut got: Vec<(String, bool)> = s
+                        .consumers(ns, c)
+                        .unwrap()
+                        .iter()
+                        .map(|u| (u.name.to_string(), u.read_only))
+                        .collect();
+                    got.sort();
+                    let want: Vec<(String, bool)> = pods
+                        .iter()
+                        .filter(|((pns, _), _)| pns == ns)
+                        .filter_map(|((_, name), cl)| {
+                            cl.iter()
+                                .find(|(x, _)| *x == c)
+                                .map(|(_, ro)| (name.clone(), *ro))
+                        })
+                        .collect();
+                    assert_eq!(got, want, "step {step}: consumers of {ns}/{c}");
+                    assert_eq!(
+                        s.claim(ns, c).unwrap().is_some(),
+                        pvcs.contains_key(&(ns.to_string(), c.to_string())),
+                        "step {step}: claim {ns}/{c}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
