@@ -500,6 +500,11 @@ pub struct ClusterState {
     classes: HashMap<Box<str>, ClassEntry>,
     namespaces: HashMap<Box<str>, Option<NamespaceMode>>,
     reservations: VecDeque<(Instant, Key)>,
+    /// The live deadline of each reserved pod. A queue entry ends a
+    /// reservation only when its deadline is this one: a pod reserved, shown
+    /// by the watch, deleted and reserved again must not lose its new
+    /// reservation to the first one's queue entry.
+    reservation_deadlines: HashMap<Key, Instant>,
     removals_since_gc: usize,
 }
 
@@ -590,7 +595,14 @@ impl ClusterState {
     // ---- pods -------------------------------------------------------------
 
     pub fn apply_pod(&mut self, pod: &objects::Pod) {
+        self.end_reservation(namespace_of(&pod.metadata), &pod.metadata.name);
         self.upsert_pod(pod, false);
+    }
+
+    fn end_reservation(&mut self, ns: &str, name: &str) {
+        if !self.reservation_deadlines.is_empty() {
+            self.reservation_deadlines.remove(&KeyRef { ns, name });
+        }
     }
 
     /// An admitted pod the watch has not shown yet: it holds its claims until
@@ -606,6 +618,7 @@ impl ClusterState {
             }
         }
         if let Some(key) = self.upsert_pod(pod, true) {
+            self.reservation_deadlines.insert(key.clone(), deadline);
             self.reservations.push_back((deadline, key));
         }
     }
@@ -618,13 +631,15 @@ impl ClusterState {
             if *deadline > now {
                 break;
             }
-            let Some((_, key)) = self.reservations.pop_front() else {
+            let Some((deadline, key)) = self.reservations.pop_front() else {
                 break;
             };
-            let still_reserved = self
-                .find_slot(&key.ns, &key.name)
-                .and_then(|s| self.pods[s as usize].as_ref())
-                .is_some_and(|e| e.reserved);
+            let current = self.reservation_deadlines.get(&key) == Some(&deadline);
+            let still_reserved = current
+                && self
+                    .find_slot(&key.ns, &key.name)
+                    .and_then(|s| self.pods[s as usize].as_ref())
+                    .is_some_and(|e| e.reserved);
             if still_reserved {
                 self.delete_pod(&key.ns, &key.name);
                 n += 1;
@@ -760,6 +775,7 @@ impl ClusterState {
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        self.end_reservation(namespace, name);
         let pods = &self.pods;
         let Ok(found) =
             self.pod_slots
@@ -1214,6 +1230,22 @@ mod tests {
         assert_eq!(s.claim("default", "nope").unwrap(), None);
         s.delete_pvc("default", "data");
         assert_eq!(s.claim("default", "data").unwrap(), None);
+    }
+
+    #[test]
+    fn an_old_queue_entry_does_not_end_a_newer_reservation() {
+        let mut s = ClusterState::new();
+        let t0 = Instant::now();
+        let secs = std::time::Duration::from_secs;
+        let p = pod("default", "web-0", None, &[("data", false)]);
+        s.reserve_pod(&p, t0 + secs(15));
+        s.apply_pod(&pod("default", "web-0", Some("n1"), &[("data", false)]));
+        s.delete_pod("default", "web-0");
+        s.reserve_pod(&p, t0 + secs(25));
+        assert_eq!(s.expire_reservations(t0 + secs(16)), 0);
+        assert_eq!(s.consumers("default", "data").unwrap().len(), 1);
+        assert_eq!(s.expire_reservations(t0 + secs(26)), 1);
+        assert!(s.consumers("default", "data").unwrap().is_empty());
     }
 
     #[test]
