@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use claimguard::admission::Engine;
-use claimguard::cluster::{live, ClusterState, SharedCluster};
+use claimguard::cluster::{self, live, ClusterState, SharedCluster};
 use claimguard::server::{self, ServeConfig};
 use claimguard::{audit, certs, check, policy::Policy};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -327,7 +327,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // The audit's loader: a JSON List goes item by item into the index
         // with no JSON tree of the whole dump (same errors as the reader).
         let (state, _workloads) = audit::load_for_audit(&check::expand_paths(&snapshot)?)?;
-        release_freed_heap();
+        cluster::release_freed_heap();
         tracing::info!(
             pods = state.pod_count(),
             claims = state.pvc_count(),
@@ -376,20 +376,4 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     server::run_with_metrics(config, engine, metrics).await?;
     Ok(())
-}
-
-/// Hand the heap freed after loading a snapshot back to the OS: glibc keeps
-/// it otherwise, and a 100k-pod dump's parse buffers dwarf the index.
-fn release_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: malloc_trim only walks glibc's own arenas; it touches no
-        // Rust-owned memory and is safe to call at any time.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
 }

@@ -411,6 +411,9 @@ async fn run_kind<T: WatchKind>(api: Api<Watched<T>>, cfg: watcher::Config, ctx:
                         tracing::info!(kind = T::KIND, "initial list complete");
                         if ctx.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
                             ctx.cluster.set_synced(true);
+                            // The initial lists' page buffers are freed now;
+                            // give them back rather than carry them for good.
+                            crate::cluster::release_freed_heap();
                             tracing::info!("cluster view synced: all kinds listed");
                         }
                     }

@@ -21,6 +21,29 @@ fn lookup_finding(claim: &str, e: &LookupError, policy: &Policy) -> RawFinding {
     )
 }
 
+/// A claim's effective access modes, or `None` after reporting why there
+/// are none to judge (the claim is missing, or the view cannot be read).
+fn claim_modes(
+    policy: &Policy,
+    view: &dyn ClusterView,
+    ns: &str,
+    claim: &str,
+    out: &mut Vec<RawFinding>,
+    not_found: impl FnOnce() -> String,
+) -> Option<AccessModes> {
+    match view.claim(ns, claim) {
+        Ok(Some(f)) => Some(f.effective),
+        Ok(None) => {
+            out.push(RawFinding::new(Rule::ClaimNotFound, claim, not_found()));
+            None
+        }
+        Err(e) => {
+            out.push(lookup_finding(claim, &e, policy));
+            None
+        }
+    }
+}
+
 /// Does this pod conflict with itself? Same uid, or same namespace/name.
 fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
     if let (Some(a), Some(b)) = (c.uid, meta.uid.as_deref()) {
@@ -108,22 +131,12 @@ pub fn pod(
         == Some("true");
     let pin = Pin(spec);
     for (claim, read_only) in pod_claims(spec) {
-        let modes = match view.claim(ns, claim) {
-            Err(e) => {
-                out.push(lookup_finding(claim, &e, policy));
-                continue;
-            }
-            Ok(None) => {
-                out.push(RawFinding::new(
-                    Rule::ClaimNotFound,
-                    claim,
-                    format!(
-                        "PersistentVolumeClaim \"{claim}\" does not exist in namespace {ns}; the pod will stay Pending until it is created: check the claimName or create the claim first"
-                    ),
-                ));
-                continue;
-            }
-            Ok(Some(f)) => f.effective,
+        let Some(modes) = claim_modes(policy, view, ns, claim, out, || {
+            format!(
+                "PersistentVolumeClaim \"{claim}\" does not exist in namespace {ns}; the pod will stay Pending until it is created: check the claimName or create the claim first"
+            )
+        }) else {
+            continue;
         };
         if !modes.is_rwop() && !modes.is_single_node() {
             continue;
@@ -378,22 +391,12 @@ pub fn workload(
             .unwrap_or("RollingUpdate")
             == "RollingUpdate";
     for (claim, _) in pod_claims(&shared) {
-        let modes = match view.claim(ns, claim) {
-            Err(e) => {
-                out.push(lookup_finding(claim, &e, policy));
-                continue;
-            }
-            Ok(None) => {
-                out.push(RawFinding::new(
-                    Rule::ClaimNotFound,
-                    claim,
-                    format!(
-                        "PersistentVolumeClaim \"{claim}\" used by {kname} \"{name}\" does not exist in namespace {ns}; its pods will stay Pending until it is created"
-                    ),
-                ));
-                continue;
-            }
-            Ok(Some(f)) => f.effective,
+        let Some(modes) = claim_modes(policy, view, ns, claim, out, || {
+            format!(
+                "PersistentVolumeClaim \"{claim}\" used by {kname} \"{name}\" does not exist in namespace {ns}; its pods will stay Pending until it is created"
+            )
+        }) else {
+            continue;
         };
         if let Some(many) = &many {
             if modes.is_rwop() {
