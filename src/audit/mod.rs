@@ -72,7 +72,7 @@ impl PodRef {
             namespace: c.namespace.to_string(),
             name: c.name.to_string(),
             node: c.node.map(str::to_string),
-            uid: c.uid.map(str::to_string),
+            uid: c.uid.map(|u| u.to_string()),
         }
     }
 }

@@ -61,10 +61,73 @@ pub struct PodProjection {
     pub claims: Vec<(String, bool)>,
 }
 
+/// A pod uid as stored: the API server's canonical UUIDs in 16 bytes
+/// (instead of 36 bytes of text plus an allocation), anything else as text.
+#[derive(Debug)]
+enum StoredUid {
+    None,
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl StoredUid {
+    fn of(uid: Option<&str>) -> StoredUid {
+        match uid.filter(|u| !u.is_empty()) {
+            None => StoredUid::None,
+            Some(u) => match parse_uuid(u) {
+                Some(b) => StoredUid::Uuid(b),
+                None => StoredUid::Text(u.into()),
+            },
+        }
+    }
+
+    fn as_uid(&self) -> Option<PodUid<'_>> {
+        match self {
+            StoredUid::None => None,
+            StoredUid::Uuid(b) => Some(PodUid::Uuid(*b)),
+            StoredUid::Text(t) => Some(PodUid::Text(t)),
+        }
+    }
+}
+
+/// A consumer's uid, borrowed from the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodUid<'a> {
+    Uuid([u8; 16]),
+    Text(&'a str),
+}
+
+impl PodUid<'_> {
+    /// Is this the uid written as `s`?
+    pub fn matches(&self, s: &str) -> bool {
+        match self {
+            PodUid::Uuid(b) => parse_uuid(s) == Some(*b),
+            PodUid::Text(t) => *t == s,
+        }
+    }
+}
+
+impl std::fmt::Display for PodUid<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PodUid::Text(t) => f.write_str(t),
+            PodUid::Uuid(u) => {
+                for (i, b) in u.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PodEntry {
     key: Key,
-    uid: Option<Box<str>>,
+    uid: StoredUid,
     node: Option<Arc<str>>,
     terminating: bool,
     reserved: bool,
@@ -476,7 +539,7 @@ struct ClassEntry {
 pub struct Consumer<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub uid: Option<&'a str>,
+    pub uid: Option<PodUid<'a>>,
     pub node: Option<&'a str>,
     pub terminating: bool,
     pub read_only: bool,
@@ -688,12 +751,7 @@ impl ClusterState {
             .and_then(|s| s.node_name.as_deref())
             .filter(|n| !n.is_empty())
             .map(|n| self.intern(n));
-        let uid = pod
-            .metadata
-            .uid
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .map(Box::from);
+        let uid = StoredUid::of(pod.metadata.uid.as_deref());
         let terminating = pod.metadata.deletion_timestamp.is_some();
         let allow_shared_writers = pod
             .metadata
@@ -997,7 +1055,10 @@ impl ClusterState {
                 "pod {}/{} uid={} node={} terminating={} reserved={} claims={}",
                 p.key.ns,
                 p.key.name,
-                p.uid.as_deref().unwrap_or("-"),
+                p.uid
+                    .as_uid()
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 p.node.as_deref().unwrap_or("-"),
                 p.terminating,
                 p.reserved,
@@ -1056,7 +1117,7 @@ fn project(p: &PodEntry) -> PodProjection {
     PodProjection {
         namespace: p.key.ns.to_string(),
         name: p.key.name.to_string(),
-        uid: p.uid.as_deref().map(str::to_string),
+        uid: p.uid.as_uid().map(|u| u.to_string()),
         node: p.node.as_deref().map(str::to_string),
         terminating: p.terminating,
         reserved: p.reserved,
@@ -1099,7 +1160,7 @@ impl ClusterView for ClusterState {
             .map(|p| Consumer {
                 namespace: &p.key.ns,
                 name: &p.key.name,
-                uid: p.uid.as_deref(),
+                uid: p.uid.as_uid(),
                 node: p.node.as_deref(),
                 terminating: p.terminating,
                 read_only: p
@@ -1230,6 +1291,34 @@ mod tests {
         assert_eq!(s.claim("default", "nope").unwrap(), None);
         s.delete_pvc("default", "data");
         assert_eq!(s.claim("default", "data").unwrap(), None);
+    }
+
+    #[test]
+    fn uids_are_kept_exactly() {
+        let mut s = ClusterState::new();
+        let mut a = pod("default", "a", Some("n1"), &[("data", false)]);
+        a.metadata.uid = Some("7d3c1a52-8f0e-4b8e-9a57-1c2d3e4f5a60".into());
+        let mut b = pod("default", "b", Some("n1"), &[("data", false)]);
+        b.metadata.uid = Some("7D3C1A52-8F0E-4B8E-9A57-1C2D3E4F5A61".into());
+        s.apply_pod(&a);
+        s.apply_pod(&b);
+        let cs = s.consumers("default", "data").unwrap();
+        let ua = cs.iter().find(|c| c.name == "a").unwrap().uid.unwrap();
+        let ub = cs.iter().find(|c| c.name == "b").unwrap().uid.unwrap();
+        assert!(matches!(ua, PodUid::Uuid(_)));
+        assert!(ua.matches("7d3c1a52-8f0e-4b8e-9a57-1c2d3e4f5a60"));
+        assert!(!ua.matches("7d3c1a52-8f0e-4b8e-9a57-1c2d3e4f5a61"));
+        assert_eq!(ua.to_string(), "7d3c1a52-8f0e-4b8e-9a57-1c2d3e4f5a60");
+        // Not canonical lowercase: kept as the text it was.
+        assert!(matches!(ub, PodUid::Text(_)));
+        assert_eq!(
+            s.pod("default", "b").unwrap().uid.as_deref(),
+            Some("7D3C1A52-8F0E-4B8E-9A57-1C2D3E4F5A61")
+        );
+        assert!(s
+            .canonical_dump()
+            .iter()
+            .any(|l| l.contains("uid=7d3c1a52-8f0e-4b8e-9a57-1c2d3e4f5a60 ")));
     }
 
     #[test]

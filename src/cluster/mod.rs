@@ -10,7 +10,7 @@ mod modes;
 mod shared;
 pub mod snapshot;
 
-pub use index::{pod_claims, ClusterState, Consumer, PodProjection};
+pub use index::{pod_claims, ClusterState, Consumer, PodProjection, PodUid};
 pub use modes::AccessModes;
 pub use shared::{ClaimFetcher, SharedCluster};
 pub use snapshot::{load_snapshot, SnapshotError};

@@ -47,7 +47,7 @@ fn claim_modes(
 /// Does this pod conflict with itself? Same uid, or same namespace/name.
 fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
     if let (Some(a), Some(b)) = (c.uid, meta.uid.as_deref()) {
-        if !b.is_empty() && a == b {
+        if !b.is_empty() && a.matches(b) {
             return true;
         }
     }
