@@ -195,7 +195,7 @@ async fn stalled_clients_are_dropped() {
     .await
     .unwrap();
     assert!(silent.0 && silent.1 < Duration::from_secs(5), "{silent:?}");
-    // request_timeout is 2 s in the tests; the reader gives up after 15 s.
+    // request_timeout is 5 s in the tests; the reader gives up after 15 s.
     assert!(
         partial_headers.0 < Duration::from_secs(6),
         "{partial_headers:?}"
@@ -392,10 +392,15 @@ async fn certificate_rotation_without_failed_requests() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains(r#"claimguard_tls_reloads_total{result="error"} 1"#),
-        "{metrics}"
-    );
+    // At least the half-written pair (new certificate, old key) was refused;
+    // the poller may also catch the moment the files are swapped for
+    // symlinks, so the exact count depends on timing.
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"claimguard_tls_reloads_total{result="error"} "#))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(errors >= 1, "{metrics}");
     assert!(
         metrics.contains(r#"claimguard_tls_reloads_total{result="success"} 3"#),
         "{metrics}"

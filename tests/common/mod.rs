@@ -147,7 +147,8 @@ impl TestServer {
         config.workers = Some(2);
         config.shutdown_grace = Duration::from_millis(200);
         config.drain_timeout = Duration::from_secs(2);
-        config.request_timeout = Duration::from_secs(2);
+        // Long enough for a loaded CI machine, short enough for the stall tests.
+        config.request_timeout = Duration::from_secs(5);
         config.reload_interval = Duration::from_millis(100);
         tweak(&mut config);
         let server = server::start(config, engine).await.expect("server starts");
