@@ -324,9 +324,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.audit_interval.is_some() {
             anyhow::bail!("--audit-interval needs the API server; use `claimguard audit --snapshot` for files");
         }
-        // The audit's loader: a JSON List goes item by item into the index
-        // with no JSON tree of the whole dump (same errors as the reader).
-        let (state, _workloads) = audit::load_for_audit(&check::expand_paths(&snapshot)?)?;
+        let state = cluster::load_snapshot(&check::expand_paths(&snapshot)?)?;
         cluster::release_freed_heap();
         tracing::info!(
             pods = state.pod_count(),

@@ -364,123 +364,17 @@ fn list_nodes(nodes: &[&str]) -> String {
 /// PVs, StorageClasses, Namespaces and PVCs go into the index; PVCs and
 /// workloads are also kept whole for `audit_state`.
 ///
-/// A JSON `List` (`kubectl get … -o json`) takes a fast path: each item is
-/// parsed straight into its narrow type (`Object::from_slice`) instead of a
-/// JSON tree first — three times faster on a 100k-pod dump. Anything that
-/// path does not expect (another shape, an item the reader would refuse)
-/// sends the whole file through `snapshot::read_documents`, so errors are
-/// the reader's, word for word.
+/// Snapshot files as an audit needs them: the index, plus the PVCs and
+/// workloads it judges. Reading is `snapshot::load_into` (a fast path for
+/// JSON `List` dumps, the reader's errors word for word).
 pub fn load_for_audit(paths: &[PathBuf]) -> Result<(ClusterState, Vec<Object>), SnapshotError> {
-    let mut state = ClusterState::new();
-    let mut objects = Vec::new();
-    for p in paths {
-        if !fast_json_list(p, &mut state, &mut objects) {
-            // The fast path may have fed part of a file: start over, every
-            // file through the reader.
-            return load_with_reader(paths);
-        }
-    }
-    Ok((state, objects))
-}
-
-fn load_with_reader(paths: &[PathBuf]) -> Result<(ClusterState, Vec<Object>), SnapshotError> {
-    let mut state = ClusterState::new();
-    let mut objects = Vec::new();
-    for p in paths {
-        for d in snapshot::read_documents(p)? {
-            let Some(o) = d.object else { continue };
-            keep(&mut state, &mut objects, o);
-        }
-    }
-    Ok((state, objects))
-}
-
-fn keep(state: &mut ClusterState, objects: &mut Vec<Object>, o: Object) {
-    state.apply_object(&o);
-    if o.kind() == Kind::PersistentVolumeClaim || o.kind().is_workload() {
-        objects.push(o);
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct RawList<'a> {
-    #[serde(borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    items: Vec<&'a serde_json::value::RawValue>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawHead<'a> {
-    #[serde(borrow, default)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    api_version: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// One item of a JSON List: `Ok(None)` for a kind the audit does not use,
-/// `Err` for anything the reader would refuse or read differently.
-fn parse_item(item: &serde_json::value::RawValue) -> Result<Option<Object>, ()> {
-    let head = serde_json::from_str::<RawHead<'_>>(item.get()).map_err(|_| ())?;
-    let (Some(kind), Some(api)) = (head.kind, head.api_version) else {
-        return Err(());
-    };
-    let Some(k) = Kind::from_api_version(&api, &kind) else {
-        return Ok(None); // a kind the audit neither judges nor stores
-    };
-    let mut o = Object::from_slice(k, item.get().as_bytes()).map_err(|_| ())?;
-    // What the reader refuses; it will say so in its own words.
-    let complete = !o.metadata().name.is_empty()
-        && match &o {
-            Object::Pod(p) => p.spec.as_ref().is_some_and(|s| !s.containers.is_empty()),
-            Object::Workload(_, w) => w.spec.is_some(),
-            _ => true,
-        };
-    if !complete {
-        return Err(());
-    }
-    if k.is_namespaced() && o.metadata().namespace.is_none() {
-        o.metadata_mut().namespace = Some("default".into());
-    }
-    Ok(Some(o))
-}
-
-/// The fast path of `load_for_audit`. Returns false when the file is not a
-/// JSON List it can read exactly as `read_documents` would; the caller then
-/// drops what was fed so far and starts over with the reader.
-fn fast_json_list(
-    path: &std::path::Path,
-    state: &mut ClusterState,
-    objects: &mut Vec<Object>,
-) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() || meta.len() > snapshot::MAX_FILE_BYTES {
-        return false;
-    }
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return false;
-    }
-    let Ok(list) = serde_json::from_slice::<RawList<'_>>(&bytes) else {
-        return false;
-    };
-    if list.kind != "List" {
-        return false;
-    }
-    // One item at a time, straight into the index: no second copy of
-    // 100k parsed pods alive at once.
-    for item in &list.items {
-        match parse_item(item) {
-            Ok(Some(o)) => keep(state, objects, o),
-            Ok(None) => {}
-            Err(()) => return false,
-        }
-    }
-    true
+    snapshot::load_into(
+        paths,
+        |(state, objects): &mut (ClusterState, Vec<Object>), o| {
+            state.apply_object(&o);
+            if o.kind() == Kind::PersistentVolumeClaim || o.kind().is_workload() {
+                objects.push(o);
+            }
+        },
+    )
 }
