@@ -43,8 +43,12 @@ pub struct ObjectMeta {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct OwnerReference {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
     pub kind: String,
     pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     pub controller: Option<bool>,
 }
 
@@ -128,6 +132,19 @@ pub struct PvcVolumeSource {
 pub struct Container {
     #[serde(deserialize_with = "null_as_default")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// Raw block devices: a device is always opened read-write unless the
+    /// volume source says `readOnly: true`.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub volume_devices: Vec<VolumeDevice>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeDevice {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -192,6 +209,9 @@ pub struct PvcSpec {
     pub storage_class_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_name: Option<String>,
+    /// `Filesystem` (the default) or `Block`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -229,6 +249,13 @@ pub struct StorageClass {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Namespace {
+    pub metadata: ObjectMeta,
+}
+
+/// A Node: only its name and labels matter (`kubernetes.io/hostname`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Node {
     pub metadata: ObjectMeta,
 }
 
@@ -308,6 +335,7 @@ pub enum Kind {
     PersistentVolume,
     StorageClass,
     Namespace,
+    Node,
     Deployment,
     ReplicaSet,
     ReplicationController,
@@ -325,6 +353,7 @@ impl Kind {
             ("", "PersistentVolumeClaim") => Kind::PersistentVolumeClaim,
             ("", "PersistentVolume") => Kind::PersistentVolume,
             ("", "Namespace") => Kind::Namespace,
+            ("", "Node") => Kind::Node,
             ("", "ReplicationController") => Kind::ReplicationController,
             ("storage.k8s.io", "StorageClass") => Kind::StorageClass,
             ("apps", "Deployment") => Kind::Deployment,
@@ -356,6 +385,7 @@ impl Kind {
             Kind::PersistentVolume => "PersistentVolume",
             Kind::StorageClass => "StorageClass",
             Kind::Namespace => "Namespace",
+            Kind::Node => "Node",
             Kind::Deployment => "Deployment",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::ReplicationController => "ReplicationController",
@@ -374,6 +404,7 @@ impl Kind {
             Kind::PersistentVolume => "persistentvolume",
             Kind::StorageClass => "storageclass.storage.k8s.io",
             Kind::Namespace => "namespace",
+            Kind::Node => "node",
             Kind::Deployment => "deployment.apps",
             Kind::ReplicaSet => "replicaset.apps",
             Kind::ReplicationController => "replicationcontroller",
@@ -400,7 +431,7 @@ impl Kind {
     pub fn is_namespaced(self) -> bool {
         !matches!(
             self,
-            Kind::PersistentVolume | Kind::StorageClass | Kind::Namespace
+            Kind::PersistentVolume | Kind::StorageClass | Kind::Namespace | Kind::Node
         )
     }
 }
@@ -415,6 +446,7 @@ pub enum Object {
     PersistentVolume(PersistentVolume),
     StorageClass(StorageClass),
     Namespace(Namespace),
+    Node(Node),
     Workload(Kind, Workload),
 }
 
@@ -426,6 +458,7 @@ impl Object {
             Object::PersistentVolume(_) => Kind::PersistentVolume,
             Object::StorageClass(_) => Kind::StorageClass,
             Object::Namespace(_) => Kind::Namespace,
+            Object::Node(_) => Kind::Node,
             Object::Workload(k, _) => *k,
         }
     }
@@ -446,6 +479,7 @@ impl Object {
             Object::PersistentVolume(o) => &o.metadata,
             Object::StorageClass(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
             Object::Workload(_, o) => &o.metadata,
         }
     }
@@ -457,6 +491,7 @@ impl Object {
             Object::PersistentVolume(o) => &mut o.metadata,
             Object::StorageClass(o) => &mut o.metadata,
             Object::Namespace(o) => &mut o.metadata,
+            Object::Node(o) => &mut o.metadata,
             Object::Workload(_, o) => &mut o.metadata,
         }
     }
@@ -474,6 +509,7 @@ impl Object {
             }
             Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(value)?),
             Kind::Namespace => Object::Namespace(Namespace::deserialize(value)?),
+            Kind::Node => Object::Node(Node::deserialize(value)?),
             k => Object::Workload(k, Workload::deserialize(value)?),
         })
     }
@@ -500,6 +536,7 @@ impl Object {
             Kind::PersistentVolume => Object::PersistentVolume(PersistentVolume::deserialize(d)?),
             Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(d)?),
             Kind::Namespace => Object::Namespace(Namespace::deserialize(d)?),
+            Kind::Node => Object::Node(Node::deserialize(d)?),
             k => Object::Workload(k, Workload::deserialize(d)?),
         })
     }

@@ -3,11 +3,14 @@
 //! clusters, that they agree: a claim gets a pod-rule violation in the audit
 //! exactly when some non-terminating pod using it, judged by the admission
 //! rules (`policy::findings_for`) against the others, gets that finding —
-//! and that the pod is listed in the violation.
+//! and that the pod is listed in the violation. Pods use claims through
+//! mounts and raw block devices, unscheduled pods carry hostname pins
+//! (nodeSelector, affinity on the hostname label or on `metadata.name`), and
+//! some nodes have a hostname label that differs from their name.
 
 use claimguard::audit;
 use claimguard::cluster::ClusterState;
-use claimguard::objects::{Object, PersistentVolumeClaim, Pod};
+use claimguard::objects::{Node, Object, PersistentVolumeClaim, Pod};
 use claimguard::policy::{self, Policy, Rule};
 use proptest::prelude::*;
 use serde_json::json;
@@ -23,14 +26,23 @@ const MODES: [Option<&[&str]>; 5] = [
     Some(&["ReadWriteOnce", "ReadOnlyMany"]),
 ];
 
+/// Node name -> hostname label: n1's label differs from its name, n2's is
+/// its name, n3 is not known to the view.
+const NODE_LABELS: [(&str, &str); 2] = [("n1", "h1"), ("n2", "n2")];
+/// Values a hostname or metadata.name pin may name.
+const PIN_VALUES: [&str; 4] = ["h1", "n1", "n2", "n3"];
+
 #[derive(Debug, Clone)]
 struct GenPod {
     node: usize,
     terminating: bool,
     phase: usize,
     shared_ok: bool,
-    /// (claim index, read-only)
-    claims: Vec<(usize, bool)>,
+    /// (claim index, read-only, raw block device)
+    claims: Vec<(usize, bool, bool)>,
+    /// For a pod not scheduled yet: 0 none, 1 nodeSelector, 2 affinity on the
+    /// hostname label, 3 affinity on metadata.name; NotIn; the values.
+    pin: (usize, bool, Vec<usize>),
 }
 
 fn gen_pod() -> impl Strategy<Value = GenPod> {
@@ -39,23 +51,56 @@ fn gen_pod() -> impl Strategy<Value = GenPod> {
         any::<bool>(),
         0..4usize,
         prop::bool::weighted(0.2),
-        prop::collection::vec((0..CLAIMS.len(), prop::bool::weighted(0.3)), 1..3),
+        prop::collection::vec(
+            (
+                0..CLAIMS.len(),
+                prop::bool::weighted(0.3),
+                prop::bool::weighted(0.2),
+            ),
+            1..3,
+        ),
+        (
+            0..4usize,
+            prop::bool::weighted(0.3),
+            prop::collection::vec(0..PIN_VALUES.len(), 1..3),
+        ),
     )
-        .prop_map(|(node, terminating, phase, shared_ok, claims)| GenPod {
-            node,
-            terminating,
-            phase,
-            shared_ok,
-            claims,
-        })
+        .prop_map(
+            |(node, terminating, phase, shared_ok, claims, pin)| GenPod {
+                node,
+                terminating,
+                phase,
+                shared_ok,
+                claims,
+                pin,
+            },
+        )
+}
+
+fn pin_json(spec: &mut serde_json::Value, pin: &(usize, bool, Vec<usize>)) {
+    let values: Vec<&str> = pin.2.iter().map(|i| PIN_VALUES[*i]).collect();
+    let op = if pin.1 { "NotIn" } else { "In" };
+    match pin.0 {
+        1 => spec["nodeSelector"] = json!({"kubernetes.io/hostname": values[0]}),
+        2 | 3 => {
+            let req = json!([{"key": if pin.0 == 2 { "kubernetes.io/hostname" } else { "metadata.name" }, "operator": op, "values": values}]);
+            let term = if pin.0 == 2 {
+                json!({"matchExpressions": req})
+            } else {
+                json!({"matchFields": req})
+            };
+            spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}});
+        }
+        _ => {}
+    }
 }
 
 fn build_pod(i: usize, g: &GenPod) -> Pod {
     let mut seen = BTreeSet::new();
-    let claims: Vec<(usize, bool)> = g
+    let claims: Vec<(usize, bool, bool)> = g
         .claims
         .iter()
-        .filter(|(c, _)| seen.insert(*c))
+        .filter(|(c, _, _)| seen.insert(*c))
         .copied()
         .collect();
     let mut meta = json!({"name": format!("p{i}"), "namespace": "default", "uid": format!("u{i}")});
@@ -66,23 +111,31 @@ fn build_pod(i: usize, g: &GenPod) -> Pod {
         meta["annotations"] = json!({"claimguard.io/allow-shared-writers": "true"});
     }
     let phase = ["Running", "Pending", "Succeeded", "Failed"][g.phase];
-    let v = json!({
+    let mut v = json!({
         "metadata": meta,
         "spec": {
             "nodeName": NODES[g.node],
-            "containers": [{"name": "c", "volumeMounts": claims.iter().map(|(c, ro)| json!({"name": format!("v{c}"), "readOnly": ro})).collect::<Vec<_>>()}],
-            "volumes": claims.iter().map(|(c, _)| json!({"name": format!("v{c}"), "persistentVolumeClaim": {"claimName": CLAIMS[*c]}})).collect::<Vec<_>>(),
+            "containers": [{"name": "c",
+                "volumeMounts": claims.iter().filter(|(_, _, dev)| !dev).map(|(c, ro, _)| json!({"name": format!("v{c}"), "readOnly": ro})).collect::<Vec<_>>(),
+                "volumeDevices": claims.iter().filter(|(_, _, dev)| *dev).map(|(c, _, _)| json!({"name": format!("v{c}"), "devicePath": format!("/dev/v{c}")})).collect::<Vec<_>>()}],
+            "volumes": claims.iter().map(|(c, ro, dev)| json!({"name": format!("v{c}"), "persistentVolumeClaim": {"claimName": CLAIMS[*c], "readOnly": *dev && *ro}})).collect::<Vec<_>>(),
         },
         "status": {"phase": phase},
     });
+    // The scheduler honours pins: only a pod not scheduled yet carries one
+    // that its node may not match.
+    if NODES[g.node].is_none() {
+        pin_json(&mut v["spec"], &g.pin);
+    }
     serde_json::from_value(v).expect("pod")
 }
 
-const POD_RULES: [Rule; 5] = [
+const POD_RULES: [Rule; 6] = [
     Rule::RwopExclusive,
     Rule::RwopTerminatingHolder,
     Rule::RwoCrossNode,
     Rule::RwoSharedWriter,
+    Rule::RwoReadOnlyPlacement,
     Rule::ClaimNotFound,
 ];
 
@@ -96,6 +149,12 @@ proptest! {
     ) {
         let policy = Policy::default();
         let mut state = ClusterState::new();
+        for (name, hostname) in NODE_LABELS {
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": hostname}},
+            })).expect("node");
+            state.apply_node(&node);
+        }
         for (c, m) in CLAIMS.iter().zip(&modes) {
             if let Some(names) = MODES[*m] {
                 let pvc: PersistentVolumeClaim = serde_json::from_value(json!({

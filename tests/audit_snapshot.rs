@@ -72,7 +72,7 @@ fn each_state_is_found_once_and_look_alikes_are_not() {
     let cross = r
         .violations
         .iter()
-        .find(|v| v.rule == Rule::RwoCrossNode)
+        .find(|v| v.rule == Rule::RwoCrossNode && v.claim == "shared-data")
         .unwrap();
     let placed: Vec<(&str, Option<&str>)> = cross
         .pods
@@ -92,6 +92,33 @@ fn each_state_is_found_once_and_look_alikes_are_not() {
         .unwrap();
     assert!(writers.pods.iter().all(|p| p.name != "upload-reader"));
     assert!(!r.violations.iter().any(|v| v.claim == "scratch"));
+    // Node identity: a pending pod pinned by affinity to another node can never
+    // attach; one pinned by nodeSelector to the holder's hostname label (not its
+    // name) is on the same machine and fine.
+    let reports: Vec<_> = r
+        .violations
+        .iter()
+        .filter(|v| v.claim == "reports")
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].rule, Rule::RwoCrossNode);
+    let names: Vec<&str> = reports[0].pods.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["report-gen", "report-late"]);
+    assert!(
+        reports[0].message.contains("worker-5.lab.local"),
+        "{}",
+        reports[0].message
+    );
+    // A read-only pod pinned nowhere is told where to run; a raw block device user
+    // is a writer.
+    let ledger: Vec<_> = r
+        .violations
+        .iter()
+        .filter(|v| v.claim == "ledger")
+        .collect();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].rule, Rule::RwoReadOnlyPlacement);
+    assert!(ledger[0].message.contains("attached to node worker-2"));
     // A finished pod does not hold its claim.
     assert!(!r.violations.iter().any(|v| v.claim == "report-data"));
     // StatefulSet templates, Recreate, an RWX claim on EFS, an owned ReplicaSet: clean.

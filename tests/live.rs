@@ -45,6 +45,9 @@ fn fresh(server: &FakeApiServer) -> ClusterState {
     for v in server.objects(Kind::Pod) {
         st.apply_pod(&from::<objects::Pod>(v));
     }
+    for v in server.objects(Kind::Node) {
+        st.apply_node(&from::<objects::Node>(v));
+    }
     st
 }
 
@@ -107,6 +110,13 @@ fn seed(server: &FakeApiServer) {
         Kind::Pvc,
         k8s::pvc("team-a", "shared", &["ReadWriteMany"], "efs", None),
     );
+    // Nodes named by FQDN whose hostname label is the short name.
+    for i in 0..4 {
+        server.add(
+            Kind::Node,
+            k8s::node(&format!("node-{i}.lab.local"), &format!("node-{i}")),
+        );
+    }
     for i in 0..20 {
         let ns = if i % 2 == 0 { "team-a" } else { "team-b" };
         let claim = format!("data-{}", i % 12);
@@ -146,6 +156,13 @@ async fn happy_path_paged_lists_then_watch_events() {
     assert_eq!(server.list_calls(Kind::Pv), 2);
     assert_eq!(server.list_calls(Kind::StorageClass), 1);
     assert_eq!(server.list_calls(Kind::Namespace), 1);
+    assert_eq!(server.list_calls(Kind::Node), 1);
+    {
+        use claimguard::cluster::ClusterView;
+        let st = cluster.read();
+        assert_eq!(st.node_hostname("node-2.lab.local"), Some("node-2"));
+        assert_eq!(st.node_hostname("node-2"), None);
+    }
     assert_eq!(
         cluster.read().pod_count(),
         19,
@@ -208,9 +225,27 @@ async fn happy_path_paged_lists_then_watch_events() {
     server.delete(Kind::Pvc, "team-a", "data-0");
     server.delete(Kind::Pv, "", "pv-0");
     converge(&cluster, &server).await;
+    // Nodes join, are relabelled and leave.
+    server.add(Kind::Node, k8s::node("node-9.lab.local", "node-9"));
+    server.update(Kind::Node, "", "node-1.lab.local", |n| {
+        n["metadata"]["labels"]["kubernetes.io/hostname"] = "node-1-new".into();
+    });
+    server.delete(Kind::Node, "", "node-0.lab.local");
+    converge(&cluster, &server).await;
+    {
+        use claimguard::cluster::ClusterView;
+        let st = cluster.read();
+        assert_eq!(st.node_hostname("node-1.lab.local"), Some("node-1-new"));
+        assert_eq!(st.node_hostname("node-0.lab.local"), None);
+        assert_eq!(st.node_hostname("node-9.lab.local"), Some("node-9"));
+    }
 
     assert_eq!(handle.watch_restarts(), 0);
-    assert_eq!(server.total_list_calls(), 9, "no re-list on the happy path");
+    assert_eq!(
+        server.total_list_calls(),
+        10,
+        "no re-list on the happy path"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +281,7 @@ async fn not_ready_while_the_api_server_is_unreachable() {
     seed(&server);
     server.partition();
     let (cluster, handle) = start_live(&server).await;
-    wait_for("lists attempted", || server.total_list_calls() >= 5).await;
+    wait_for("lists attempted", || server.total_list_calls() >= 6).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!cluster.is_synced());
     assert!(handle.watch_restarts() >= 5);
@@ -264,8 +299,8 @@ async fn dropped_and_cut_watches_resume_without_relisting() {
     converge(&cluster, &server).await;
     let lists = server.total_list_calls();
 
-    wait_for("five watches open", || server.open_watches() == 5).await;
-    assert_eq!(server.drop_watches(), 5);
+    wait_for("six watches open", || server.open_watches() == 6).await;
+    assert_eq!(server.drop_watches(), 6);
     // Changes while the client reconnects: replayed from the history on resume.
     server.delete(Kind::Pod, "team-a", "app-0");
     server.update(Kind::Pod, "team-a", "app-2", |p| k8s::set_node(p, "node-7"));
@@ -275,7 +310,7 @@ async fn dropped_and_cut_watches_resume_without_relisting() {
     });
     converge(&cluster, &server).await;
 
-    wait_for("watches reopened", || server.open_watches() == 5).await;
+    wait_for("watches reopened", || server.open_watches() == 6).await;
     server.abort_watches();
     server.delete(Kind::Pod, "team-b", "app-3");
     server.add(
@@ -290,7 +325,7 @@ async fn dropped_and_cut_watches_resume_without_relisting() {
     );
     server.delete(Kind::Pv, "", "pv-4");
     converge(&cluster, &server).await;
-    wait_for("watches reopened after cut", || server.open_watches() == 5).await;
+    wait_for("watches reopened after cut", || server.open_watches() == 6).await;
     assert_eq!(
         server.total_list_calls(),
         lists,
@@ -305,7 +340,7 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     let (cluster, handle) = start_live(&server).await;
     wait_for("synced", || cluster.is_synced()).await;
     converge(&cluster, &server).await;
-    wait_for("five watches open", || server.open_watches() == 5).await;
+    wait_for("six watches open", || server.open_watches() == 6).await;
     let lists = server.total_list_calls();
 
     // The API server becomes unreachable; meanwhile objects of every kind are deleted,
@@ -354,7 +389,7 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     assert!(cluster.is_synced());
 
     // And the view keeps following events after the re-list.
-    wait_for("watches reopened", || server.open_watches() == 5).await;
+    wait_for("watches reopened", || server.open_watches() == 6).await;
     server.delete(Kind::Pod, "team-b", "during-outage");
     server.add(
         Kind::Pvc,
@@ -369,17 +404,17 @@ async fn forced_410_on_resume_relists() {
     seed(&server);
     let (cluster, handle) = start_live(&server).await;
     wait_for("synced", || cluster.is_synced()).await;
-    wait_for("five watches open", || server.open_watches() == 5).await;
+    wait_for("six watches open", || server.open_watches() == 6).await;
     let lists = server.total_list_calls();
-    server.gone_next_watches(5);
+    server.gone_next_watches(6);
     server.drop_watches();
     server.delete(Kind::Pod, "team-a", "app-12");
     server.add(Kind::Namespace, k8s::namespace("team-c", &[]));
     converge(&cluster, &server).await;
-    wait_for("five 410s", || server.gone_sent() == 5).await;
-    wait_for("re-lists", || server.total_list_calls() >= lists + 5).await;
+    wait_for("six 410s", || server.gone_sent() == 6).await;
+    wait_for("re-lists", || server.total_list_calls() >= lists + 6).await;
     converge(&cluster, &server).await;
-    assert_eq!(handle.watch_restarts(), 5);
+    assert_eq!(handle.watch_restarts(), 6);
 }
 
 /// A list interrupted between pages (continue token expired) starts over; the objects
@@ -397,7 +432,7 @@ async fn list_interrupted_between_pages_starts_over() {
     assert_eq!(handle.watch_restarts(), 2);
 
     // A later re-list interrupted mid-way, after deletions the watch never delivered.
-    wait_for("five watches open", || server.open_watches() == 5).await;
+    wait_for("six watches open", || server.open_watches() == 6).await;
     server.partition();
     for i in [1, 3, 5, 13, 15] {
         server.delete(Kind::Pod, "team-b", &format!("app-{i}"));

@@ -250,6 +250,20 @@ fn expected_webhooks() -> Vec<(&'static str, Vec<Rule>)> {
                     resources: &["replicationcontrollers"],
                     operations: &["CREATE", "UPDATE"],
                 },
+                Rule {
+                    groups: &["apps"],
+                    resources: &[
+                        "deployments/scale",
+                        "replicasets/scale",
+                        "statefulsets/scale",
+                    ],
+                    operations: &["UPDATE"],
+                },
+                Rule {
+                    groups: &[""],
+                    resources: &["replicationcontrollers/scale"],
+                    operations: &["UPDATE"],
+                },
             ],
         ),
     ]
@@ -292,7 +306,13 @@ fn check_webhooks(objs: &[Value]) {
         assert_eq!(svc["path"], "/validate", "{name}");
         assert_eq!(svc["port"], 443, "{name}");
         assert!(hook["clientConfig"]["url"].is_null(), "{name}: url");
-        assert_eq!(hook["sideEffects"], "None", "{name}");
+        // Pods: Events on a controller-made pod's owner, none on dry runs.
+        let side_effects = if *name == "pods.claimguard.io" {
+            "NoneOnDryRun"
+        } else {
+            "None"
+        };
+        assert_eq!(hook["sideEffects"], side_effects, "{name}");
         assert_eq!(strings(&hook["admissionReviewVersions"]), ["v1"], "{name}");
         let timeout = hook["timeoutSeconds"].as_u64().expect("timeoutSeconds set");
         assert!(
@@ -352,6 +372,7 @@ fn rbac_is_read_only_except_reports_and_events() {
         ),
         (("", "persistentvolumes"), set(&["get", "list", "watch"])),
         (("", "namespaces"), set(&["get", "list", "watch"])),
+        (("", "nodes"), set(&["get", "list", "watch"])),
         (
             ("storage.k8s.io", "storageclasses"),
             set(&["get", "list", "watch"]),
@@ -362,13 +383,13 @@ fn rbac_is_read_only_except_reports_and_events() {
         ),
         (("", "events"), set(&["create", "patch"])),
         (("events.k8s.io", "events"), set(&["create", "patch"])),
-        (("apps", "deployments"), set(&["list"])),
-        (("apps", "replicasets"), set(&["list"])),
-        (("apps", "statefulsets"), set(&["list"])),
-        (("apps", "daemonsets"), set(&["list"])),
-        (("batch", "jobs"), set(&["list"])),
-        (("batch", "cronjobs"), set(&["list"])),
-        (("", "replicationcontrollers"), set(&["list"])),
+        (("apps", "deployments"), set(&["get", "list"])),
+        (("apps", "replicasets"), set(&["get", "list"])),
+        (("apps", "statefulsets"), set(&["get", "list"])),
+        (("apps", "daemonsets"), set(&["get", "list"])),
+        (("batch", "jobs"), set(&["get", "list"])),
+        (("batch", "cronjobs"), set(&["get", "list"])),
+        (("", "replicationcontrollers"), set(&["get", "list"])),
     ]);
 
     let roles: Vec<_> = objs
@@ -406,6 +427,7 @@ fn rbac_is_read_only_except_reports_and_events() {
         ("", "persistentvolumeclaims"),
         ("", "persistentvolumes"),
         ("", "namespaces"),
+        ("", "nodes"),
         ("storage.k8s.io", "storageclasses"),
     ] {
         assert_eq!(

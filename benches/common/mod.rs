@@ -152,6 +152,7 @@ pub fn pod_from_plan(p: &PodPlan) -> Pod {
             name: "kube-api-access-x7k2p".into(),
             read_only: true,
         }],
+        ..Default::default()
     }];
     let mut volumes = vec![Volume {
         name: "kube-api-access-x7k2p".into(),
@@ -205,6 +206,7 @@ pub fn pvc(rng: &mut Rng, namespace: &str, name: &str, modes: &[&str]) -> Persis
             access_modes: modes.iter().map(|m| m.to_string()).collect(),
             storage_class_name: Some("gp3".into()),
             volume_name: Some(format!("pvc-{}", rng.uuid())),
+            ..Default::default()
         }),
     }
 }

@@ -104,6 +104,9 @@ impl ClusterView for RequestView<'_> {
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>> {
         self.state.storage_class(name)
     }
+    fn node_hostname(&self, node: &str) -> Option<&str> {
+        self.state.node_hostname(node)
+    }
     fn default_storage_class(&self) -> Option<StorageClassFacts<'_>> {
         self.state.default_storage_class()
     }

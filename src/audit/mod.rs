@@ -4,17 +4,17 @@
 //! existing pod against the others, every PVC against its StorageClass and
 //! every workload against the claims it uses.
 //!
-//! Pod rules are evaluated **per claim**, not per pod: one walk over
-//! `ClusterState::used_claims()` and each claim's consumers, O(total
-//! consumers). Judging each pod with `policy::findings_for` would report one
-//! conflict once per pod involved (N pods on an RWOP claim give N findings
-//! that each list the other N-1) and cost O(consumers²) per claim. The
-//! per-claim conditions below are exactly "some non-terminating consumer,
-//! judged by the admission rule against the others, gets this finding":
-//! `tests/audit_rules.rs` checks that equivalence against
-//! `policy::findings_for` on generated clusters. Terminating pods are never
-//! judged (they are leaving), only counted as holders, as admission counts
-//! them.
+//! Pod rules are judged by the same function as admission
+//! (`policy::judge_claim_use`): every non-terminating pod that uses a claim,
+//! with its pin (its node, or the hostname pin of a pod not scheduled yet)
+//! and its read-only and allow-shared-writers flags, against the other pods
+//! that use the claim. The findings are then reported **per claim**: one
+//! violation per claim and rule, listing every pod judged and every pod the
+//! findings named. The walk costs O(consumers²) per claim, and nearly every
+//! claim has one to three. Terminating pods are never judged (they are
+//! leaving), only counted as holders, as admission counts them.
+//! `tests/audit_rules.rs` checks on generated clusters that a claim gets a
+//! violation exactly when some pod judged by `policy::findings_for` does.
 //!
 //! PVCs and workloads go through `policy::findings_for` unchanged.
 
@@ -27,8 +27,8 @@ pub use render::{
 };
 
 use crate::cluster::{snapshot, ClusterState, ClusterView, Consumer, NamespaceMode, SnapshotError};
-use crate::objects::{Kind, Object};
-use crate::policy::{self, message, Action, Policy, Rule};
+use crate::objects::{Kind, Object, PodSpec};
+use crate::policy::{self, message, Action, ClaimUser, Pin, Policy, Rule};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -225,7 +225,7 @@ fn audit_claim(
         return;
     };
     let (terminating, active): (Vec<Consumer<'_>>, Vec<Consumer<'_>>) =
-        consumers.into_iter().partition(|c| c.terminating);
+        consumers.iter().partition(|c| c.terminating);
     if active.is_empty() {
         return;
     }
@@ -262,80 +262,124 @@ fn audit_claim(
         }
         Err(_) => return,
     };
-    if modes.is_rwop() {
-        if active.len() >= 2 {
-            let n = active.len();
-            emit(
-                Rule::RwopExclusive,
-                &active,
-                format!(
-                    "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod but {n} non-terminating pods use it: {}; only one can mount it, the others stay Pending or fail to mount: keep one and delete the rest, or give each its own claim",
-                    message::pods_at(&sorted(&active))
-                ),
-            );
-        } else if !terminating.is_empty() {
-            let all: Vec<Consumer<'_>> = active.iter().chain(&terminating).copied().collect();
-            emit(
-                Rule::RwopTerminatingHolder,
-                &all,
-                format!(
-                    "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod and still held by terminating {}; {} waits until it is gone",
-                    message::pods_at(&sorted(&terminating)),
-                    message::pod_at(&active[0])
-                ),
-            );
+    if !modes.is_rwop() && !modes.is_single_node() {
+        return;
+    }
+    // Every non-terminating pod, judged by the admission rules against the
+    // others: the one rule set. Per rule: the pods judged (`subjects`) and
+    // the pods their findings name.
+    let empty = PodSpec::default();
+    let mut fired: BTreeMap<Rule, (Vec<Consumer<'_>>, Vec<Consumer<'_>>)> = BTreeMap::new();
+    for (i, c) in consumers.iter().enumerate() {
+        if c.terminating {
+            continue;
         }
-        return;
-    }
-    if !modes.is_single_node() {
-        return;
-    }
-    // ReadWriteOnce: attached to one node at a time. A scheduled pod is
-    // pinned to its node, so it is blocked as soon as another non-terminating
-    // consumer sits on another node — the Multi-Attach hang.
-    let mut nodes: Vec<&str> = active.iter().filter_map(|c| c.node).collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    let multi_attach = nodes.len() >= 2;
-    if multi_attach {
-        let placed: Vec<Consumer<'_>> = active
+        let others: Vec<Consumer<'_>> = consumers
             .iter()
-            .filter(|c| c.node.is_some())
-            .copied()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| *o)
             .collect();
-        emit(
-            Rule::RwoCrossNode,
-            &placed,
-            format!(
-                "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce but its pods sit on {} nodes ({}): {}; it attaches to one node only, so the pods on the other nodes hang in ContainerCreating with a Multi-Attach error: run them on one node or use a ReadWriteMany claim",
-                nodes.len(),
-                list_nodes(&nodes),
-                message::pods_at(&sorted(&placed))
+        let scheduled;
+        let spec = match c.node {
+            Some(n) => {
+                scheduled = PodSpec {
+                    node_name: Some(n.to_string()),
+                    ..PodSpec::default()
+                };
+                &scheduled
+            }
+            None => state.pod_pin(c.namespace, c.name).unwrap_or(&empty),
+        };
+        let user = ClaimUser {
+            pin: Pin::new(spec, state),
+            read_only: c.read_only,
+            allow_shared_writers: state.allows_shared_writers(c.namespace, c.name),
+        };
+        if let Some(f) = policy::judge_claim_use(claim, modes, &user, &others, state) {
+            let entry = fired.entry(f.rule).or_default();
+            entry.0.push(*c);
+            entry.1.extend(f.pods);
+        }
+    }
+    for (rule, (subjects, named)) in fired {
+        let mut pods: Vec<Consumer<'_>> = subjects.iter().chain(&named).copied().collect();
+        pods.sort_by(|a, b| a.name.cmp(b.name));
+        pods.dedup_by(|a, b| a.name == b.name);
+        let text = match rule {
+            Rule::RwopExclusive => format!(
+                "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod but {} non-terminating pods use it: {}; only one can mount it, the others stay Pending or fail to mount: keep one and delete the rest, or give each its own claim",
+                active.len(),
+                message::pods_at(&sorted(&pods))
             ),
-        );
-    }
-    // A writer judged by admission gets rwo-shared-writer when it is not
-    // blocked by another node, not annotated, and another writer exists.
-    let writers: Vec<Consumer<'_>> = active.iter().filter(|c| !c.read_only).copied().collect();
-    if writers.len() < 2 {
-        return;
-    }
-    let fires = writers.iter().any(|c| {
-        let blocked = multi_attach && c.node.is_some();
-        let allowed = state.allows_shared_writers(c.namespace, c.name);
-        !blocked && !allowed
-    });
-    if fires {
-        emit(
-            Rule::RwoSharedWriter,
-            &writers,
-            format!(
+            Rule::RwopTerminatingHolder => format!(
+                "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod and still held by terminating {}; {} waits until it is gone",
+                message::pods_at(&sorted(&terminating)),
+                message::pod_at(&active[0])
+            ),
+            Rule::RwoCrossNode => cross_node_text(state, claim, &pods),
+            Rule::RwoReadOnlyPlacement => {
+                let holders = dedup(named.clone());
+                let node = holders.iter().find_map(|c| c.node).unwrap_or_default();
+                let (is, they, them) = verbs(subjects.len());
+                format!(
+                    "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce and attached to node {node} for {}; read-only {} {is} not pinned there: scheduled elsewhere {they} would hang with a Multi-Attach error; pin {them} with nodeSelector kubernetes.io/hostname: {}",
+                    message::pods_at(&sorted(&holders)),
+                    message::pods_at(&sorted(&subjects)),
+                    policy::hostname_of(state, node)
+                )
+            }
+            Rule::RwoSharedWriter => format!(
                 "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce and written by {} read-write pods at once: {}; they can overwrite each other and must all run on the node it is attached to: mount it readOnly in all but one or annotate {}",
-                writers.len(),
-                message::pods_at(&sorted(&writers)),
+                pods.len(),
+                message::pods_at(&sorted(&pods)),
                 policy::ALLOW_SHARED_WRITERS
             ),
-        );
+            _ => continue,
+        };
+        emit(rule, &pods, text);
+    }
+}
+
+fn dedup<'a>(mut cs: Vec<Consumer<'a>>) -> Vec<Consumer<'a>> {
+    cs.sort_by(|a, b| a.name.cmp(b.name));
+    cs.dedup_by(|a, b| a.name == b.name);
+    cs
+}
+
+/// A single-node claim some pods can never attach: scheduled pods on two or
+/// more nodes (the Multi-Attach hang), or pending pods pinned away from it.
+fn cross_node_text(state: &ClusterState, claim: &str, pods: &[Consumer<'_>]) -> String {
+    let mut nodes: Vec<&str> = pods.iter().filter_map(|c| c.node).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let placed: Vec<Consumer<'_>> = pods.iter().filter(|c| c.node.is_some()).copied().collect();
+    let pending: Vec<Consumer<'_>> = pods.iter().filter(|c| c.node.is_none()).copied().collect();
+    match nodes[..] {
+        [node] if !pending.is_empty() => {
+            let (is, they, them) = verbs(pending.len());
+            format!(
+                "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce and attached to node {node} for {}, but {} {is} pinned to other nodes: {they} can never attach (Multi-Attach error); pin {them} with nodeSelector kubernetes.io/hostname: {} or use a ReadWriteMany claim",
+                message::pods_at(&sorted(&placed)),
+                message::pods_at(&sorted(&pending)),
+                policy::hostname_of(state, node)
+            )
+        }
+        _ => format!(
+            "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce but its pods sit on {} nodes ({}): {}; it attaches to one node only, so the pods on the other nodes hang in ContainerCreating with a Multi-Attach error: run them on one node or use a ReadWriteMany claim",
+            nodes.len(),
+            list_nodes(&nodes),
+            message::pods_at(&sorted(pods))
+        ),
+    }
+}
+
+/// ("is", "it", "it") for one pod, ("are", "they", "them") for more.
+fn verbs(n: usize) -> (&'static str, &'static str, &'static str) {
+    if n == 1 {
+        ("is", "it", "it")
+    } else {
+        ("are", "they", "them")
     }
 }
 

@@ -569,14 +569,21 @@ pub struct ClusterState {
     /// reservation to the first one's queue entry.
     reservation_deadlines: HashMap<Key, Instant>,
     removals_since_gc: usize,
+    /// Node name → `kubernetes.io/hostname` label.
+    nodes: super::nodes::NodeTable,
+    /// Hostname pins of unscheduled pods, by slab slot (rare: most pods are
+    /// scheduled, and their node is their pin).
+    pins: HashMap<u32, Box<objects::PodSpec>>,
 }
 
 const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 const BETA_DEFAULT_CLASS_ANNOTATION: &str = "storageclass.beta.kubernetes.io/is-default-class";
 
 /// The claims a pod spec uses, with whether every use is read-only.
-/// A volume is read-only when its source says so or when every container
-/// that mounts it mounts it read-only. Ephemeral volumes are the pod's own.
+/// A volume is read-only when its source says so, or when no container uses
+/// it as a raw block device (`volumeDevices`: always read-write) and every
+/// container that mounts it mounts it read-only. Ephemeral volumes are the
+/// pod's own.
 pub fn pod_claims(spec: &objects::PodSpec) -> Vec<(&str, bool)> {
     let mut out: Vec<(&str, bool)> = Vec::new();
     for v in &spec.volumes {
@@ -586,14 +593,16 @@ pub fn pod_claims(spec: &objects::PodSpec) -> Vec<(&str, bool)> {
         if src.claim_name.is_empty() {
             continue;
         }
+        let containers = || spec.containers.iter().chain(spec.init_containers.iter());
+        let raw_block = containers()
+            .flat_map(|c| c.volume_devices.iter())
+            .any(|d| d.name == v.name);
         let read_only = src.read_only
-            || spec
-                .containers
-                .iter()
-                .chain(spec.init_containers.iter())
-                .flat_map(|c| c.volume_mounts.iter())
-                .filter(|m| m.name == v.name)
-                .all(|m| m.read_only);
+            || !raw_block
+                && containers()
+                    .flat_map(|c| c.volume_mounts.iter())
+                    .filter(|m| m.name == v.name)
+                    .all(|m| m.read_only);
         match out.iter_mut().find(|(c, _)| *c == src.claim_name) {
             Some(existing) => existing.1 &= read_only,
             None => out.push((src.claim_name.as_str(), read_only)),
@@ -790,6 +799,10 @@ impl ClusterState {
                 entry.consumers.push(slot);
             }
         }
+        self.pins.remove(&slot);
+        if let Some(pin) = pod.spec.as_ref().and_then(super::nodes::pod_pin) {
+            self.pins.insert(slot, Box::new(pin));
+        }
         self.pods[slot as usize] = Some(PodEntry {
             key: key.clone(),
             uid,
@@ -847,6 +860,7 @@ impl ClusterState {
         };
         let (slot, _) = found.remove();
         self.unlink(slot);
+        self.pins.remove(&slot);
         self.pods[slot as usize] = None;
         self.free.push(slot);
         self.note_removal();
@@ -871,6 +885,14 @@ impl ClusterState {
         self.find_slot(namespace, name)
             .and_then(|s| self.pods[s as usize].as_ref())
             .is_some_and(|p| p.allow_shared_writers)
+    }
+
+    /// The hostname pin of a stored pod that is not scheduled yet
+    /// (`nodes::pod_pin`): what the audit judges its placement by.
+    pub fn pod_pin(&self, namespace: &str, name: &str) -> Option<&objects::PodSpec> {
+        self.find_slot(namespace, name)
+            .and_then(|s| self.pins.get(&s))
+            .map(|p| &**p)
     }
 
     /// Keys of the pods a watch has shown (reservations excluded): what a
@@ -1028,6 +1050,20 @@ impl ClusterState {
         self.namespaces.keys().map(|k| k.to_string()).collect()
     }
 
+    // ---- nodes --------------------------------------------------------------
+
+    pub fn apply_node(&mut self, node: &objects::Node) {
+        self.nodes.apply(node);
+    }
+
+    pub fn delete_node(&mut self, name: &str) {
+        self.nodes.delete(name);
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.names()
+    }
+
     /// Store any object of a kind the index keeps; others are ignored.
     pub fn apply_object(&mut self, obj: &Object) {
         match obj {
@@ -1036,6 +1072,7 @@ impl ClusterState {
             Object::PersistentVolume(p) => self.apply_pv(p),
             Object::StorageClass(s) => self.apply_storage_class(s),
             Object::Namespace(n) => self.apply_namespace(n),
+            Object::Node(n) => self.apply_node(n),
             Object::Workload(..) => {}
         }
     }
@@ -1044,7 +1081,17 @@ impl ClusterState {
     /// by different event orders are equal exactly when their dumps are.
     pub fn canonical_dump(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for p in self.pods.iter().flatten() {
+        self.nodes.dump(&mut out);
+        for (slot, p) in self.pods.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if let Some(pin) = self.pins.get(&(slot as u32)) {
+                out.push(format!(
+                    "pin {}/{} {}",
+                    p.key.ns,
+                    p.key.name,
+                    super::nodes::describe_pin(pin)
+                ));
+            }
             let mut claims: Vec<String> = p
                 .claims
                 .iter()
@@ -1174,6 +1221,10 @@ impl ClusterView for ClusterState {
 
     fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError> {
         Ok(self.namespaces.get(namespace).copied().flatten())
+    }
+
+    fn node_hostname(&self, node: &str) -> Option<&str> {
+        self.nodes.hostname(node)
     }
 
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>> {

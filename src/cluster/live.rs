@@ -1,5 +1,6 @@
 //! The live cluster view: kube-runtime watchers for pods, persistentvolumeclaims,
-//! persistentvolumes, storageclasses and namespaces feed the claim index
+//! persistentvolumes, storageclasses, namespaces and nodes (name and hostname label
+//! only) feed the claim index
 //! ([`ClusterState`]) through its `apply_*`/`delete_*` methods; a cache miss on a claim
 //! is answered by one short, cached GET ([`LiveFetcher`]).
 //!
@@ -143,7 +144,7 @@ pub async fn client_from(kubeconfig: Option<&Path>) -> Result<kube::Client, Live
 }
 
 /// Start the watchers, the reservation expiry and (unless disabled) the claim fetcher.
-/// Returns at once; `cluster.is_synced()` turns true once all five kinds have been
+/// Returns at once; `cluster.is_synced()` turns true once all six kinds have been
 /// listed completely. It stays true across later re-lists: the view is then briefly
 /// stale, not empty, and flapping readiness on every `410` would empty the endpoints
 /// of a large cluster.
@@ -154,7 +155,7 @@ pub async fn start(
 ) -> Result<LiveHandle, LiveError> {
     let rt = tokio::runtime::Handle::try_current().map_err(|_| LiveError::NoRuntime)?;
     let restarts = Arc::new(AtomicU64::new(0));
-    let pending = Arc::new(AtomicUsize::new(5));
+    let pending = Arc::new(AtomicUsize::new(6));
     let ctx = |c: &Arc<SharedCluster>| TaskCtx {
         cluster: c.clone(),
         restarts: restarts.clone(),
@@ -188,6 +189,12 @@ pub async fn start(
             ctx(&cluster),
         )),
         rt.spawn(run_kind::<objects::Namespace>(
+            Api::all(client.clone()),
+            cfg.clone(),
+            ctx(&cluster),
+        )),
+        // Node name -> kubernetes.io/hostname label, for hostname pins.
+        rt.spawn(run_kind::<objects::Node>(
             Api::all(client.clone()),
             cfg,
             ctx(&cluster),
@@ -323,6 +330,18 @@ watch_kind!(
     |o, st| st.apply_namespace(o),
     |st, ns, name| st.delete_namespace(name),
     |st| cluster_keys(st.namespace_names())
+);
+
+watch_kind!(
+    objects::Node,
+    "Node",
+    "",
+    "v1",
+    "nodes",
+    ClusterResourceScope,
+    |o, st| st.apply_node(o),
+    |st, ns, name| st.delete_node(name),
+    |st| cluster_keys(st.node_names())
 );
 
 fn cluster_keys(names: Vec<String>) -> Vec<Key> {

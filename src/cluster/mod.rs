@@ -7,11 +7,13 @@
 mod index;
 pub mod live;
 mod modes;
+mod nodes;
 mod shared;
 pub mod snapshot;
 
 pub use index::{pod_claims, ClusterState, Consumer, PodProjection, PodUid};
 pub use modes::AccessModes;
+pub use nodes::{pod_pin, HOSTNAME_LABEL};
 pub use shared::{ClaimFetcher, SharedCluster};
 pub use snapshot::{load_snapshot, SnapshotError};
 
@@ -71,6 +73,12 @@ pub trait ClusterView {
     /// Pods that use the claim now (not Succeeded/Failed), reservations included.
     fn consumers(&self, namespace: &str, claim: &str) -> Result<Vec<Consumer<'_>>, LookupError>;
     fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError>;
+    /// The `kubernetes.io/hostname` label of a known node; `None` when the
+    /// node is unknown or unlabelled (a hostname pin then compares with the
+    /// node's name).
+    fn node_hostname(&self, _node: &str) -> Option<&str> {
+        None
+    }
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>>;
     fn default_storage_class(&self) -> Option<StorageClassFacts<'_>>;
 }

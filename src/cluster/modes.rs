@@ -33,6 +33,10 @@ impl AccessModes {
         self.0 & other.0 == other.0 && other.0 != 0
     }
 
+    pub fn without(self, other: AccessModes) -> AccessModes {
+        AccessModes(self.0 & !other.0)
+    }
+
     pub fn union(self, other: AccessModes) -> AccessModes {
         AccessModes(self.0 | other.0)
     }

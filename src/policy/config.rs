@@ -12,6 +12,7 @@ pub enum Rule {
     RwopTerminatingHolder,
     RwoCrossNode,
     RwoSharedWriter,
+    RwoReadOnlyPlacement,
     WorkloadRwopReplicas,
     WorkloadRwoReplicas,
     RolloutDeadlock,
@@ -23,11 +24,12 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Rule::RwopExclusive,
         Rule::RwopTerminatingHolder,
         Rule::RwoCrossNode,
         Rule::RwoSharedWriter,
+        Rule::RwoReadOnlyPlacement,
         Rule::WorkloadRwopReplicas,
         Rule::WorkloadRwoReplicas,
         Rule::RolloutDeadlock,
@@ -41,6 +43,7 @@ impl Rule {
             Rule::RwopTerminatingHolder => "rwop-terminating-holder",
             Rule::RwoCrossNode => "rwo-cross-node",
             Rule::RwoSharedWriter => "rwo-shared-writer",
+            Rule::RwoReadOnlyPlacement => "rwo-readonly-placement",
             Rule::WorkloadRwopReplicas => "workload-rwop-replicas",
             Rule::WorkloadRwoReplicas => "workload-rwo-replicas",
             Rule::RolloutDeadlock => "rollout-deadlock",
@@ -115,6 +118,7 @@ struct PolicyFile {
     rules: Option<BTreeMap<String, Action>>,
     exempt_namespaces: Option<Vec<String>>,
     block_only_provisioners: Option<Vec<String>>,
+    block_multi_writer_provisioners: Option<Vec<String>>,
     on_lookup_error: Option<OnLookupError>,
 }
 
@@ -130,9 +134,13 @@ pub enum PolicyError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub mode: Mode,
-    actions: [Action; 9],
+    actions: [Action; Rule::ALL.len()],
     pub exempt_namespaces: Vec<String>,
     pub block_only_provisioners: Vec<String>,
+    /// Block-only provisioners that serve ReadWriteMany raw block volumes
+    /// (`volumeMode: Block`): EBS io2 Multi-Attach, Azure shared disks, GCE
+    /// multi-writer disks.
+    pub block_multi_writer_provisioners: Vec<String>,
     pub on_lookup_error: OnLookupError,
 }
 
@@ -145,6 +153,12 @@ pub const DEFAULT_BLOCK_ONLY_PROVISIONERS: [&str; 6] = [
     "kubernetes.io/azure-disk",
 ];
 
+pub const DEFAULT_BLOCK_MULTI_WRITER_PROVISIONERS: [&str; 3] = [
+    "ebs.csi.aws.com",
+    "pd.csi.storage.gke.io",
+    "disk.csi.azure.com",
+];
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {
@@ -152,6 +166,10 @@ impl Default for Policy {
             actions: Rule::ALL.map(Rule::default_action),
             exempt_namespaces: vec!["kube-system".into()],
             block_only_provisioners: DEFAULT_BLOCK_ONLY_PROVISIONERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            block_multi_writer_provisioners: DEFAULT_BLOCK_MULTI_WRITER_PROVISIONERS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -206,6 +224,9 @@ impl Policy {
         if let Some(b) = file.block_only_provisioners {
             p.block_only_provisioners = b;
         }
+        if let Some(b) = file.block_multi_writer_provisioners {
+            p.block_multi_writer_provisioners = b;
+        }
         if let Some(o) = file.on_lookup_error {
             p.on_lookup_error = o;
         }
@@ -232,6 +253,13 @@ impl Policy {
         self.exempt_namespaces.iter().any(|n| n == namespace)
     }
 
+    /// Does this provisioner serve ReadWriteMany as raw block?
+    pub fn serves_block_multi_writer(&self, provisioner: &str) -> bool {
+        self.block_multi_writer_provisioners
+            .iter()
+            .any(|p| p == provisioner)
+    }
+
     pub fn is_block_only(&self, provisioner: &str) -> bool {
         self.block_only_provisioners
             .iter()
@@ -252,6 +280,7 @@ mod tests {
         for r in [
             Rule::RwopTerminatingHolder,
             Rule::RwoSharedWriter,
+            Rule::RwoReadOnlyPlacement,
             Rule::WorkloadRwoReplicas,
             Rule::RolloutDeadlock,
             Rule::PvcModeUnsupported,

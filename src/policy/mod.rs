@@ -1,13 +1,18 @@
 //! The pure policy core: an object and a read-only cluster view in, a
 //! verdict out. No I/O, no async, no clock.
 
+mod claim_use;
 mod config;
 pub mod message;
+mod pin;
 mod rules;
 
+pub use claim_use::{judge as judge_claim_use, ClaimFinding, ClaimUser};
 pub use config::{
-    Action, Mode, OnLookupError, Policy, PolicyError, Rule, DEFAULT_BLOCK_ONLY_PROVISIONERS,
+    Action, Mode, OnLookupError, Policy, PolicyError, Rule,
+    DEFAULT_BLOCK_MULTI_WRITER_PROVISIONERS, DEFAULT_BLOCK_ONLY_PROVISIONERS,
 };
+pub use pin::{hostname_of, Pin};
 pub use rules::{effective_max_surge, ALLOW_SHARED_WRITERS};
 
 use crate::cluster::{ClusterView, NamespaceMode};

@@ -1,13 +1,14 @@
 //! The rules. Each looks at one object and the cluster view and reports raw
 //! findings; turning them into deny/warn/audit is `evaluate`'s job.
 
+use super::claim_use::{self, ClaimUser};
 use super::message::pods_at;
+use super::pin::Pin;
 use super::{Policy, RawFinding, Rule};
 use crate::cluster::{pod_claims, AccessModes, ClusterView, Consumer, LookupError};
-use crate::objects::{self, IntOrString, Kind, ObjectMeta, PodSpec, Workload};
+use crate::objects::{self, IntOrString, Kind, ObjectMeta, Workload};
 
 pub const ALLOW_SHARED_WRITERS: &str = "claimguard.io/allow-shared-writers";
-const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 fn lookup_finding(claim: &str, e: &LookupError, policy: &Policy) -> RawFinding {
     let outcome = match policy.action(Rule::LookupError) {
@@ -54,65 +55,6 @@ fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
     !meta.name.is_empty() && c.name == meta.name
 }
 
-/// Where a pod may run, as far as hostnames go.
-struct Pin<'a>(&'a PodSpec);
-
-impl Pin<'_> {
-    fn allows(&self, node: &str) -> bool {
-        let s = self.0;
-        if let Some(n) = s.node_name.as_deref().filter(|n| !n.is_empty()) {
-            if n != node {
-                return false;
-            }
-        }
-        if let Some(h) = s.node_selector.get(HOSTNAME_LABEL) {
-            if h != node {
-                return false;
-            }
-        }
-        let terms = s
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .map(|r| r.node_selector_terms.as_slice())
-            .unwrap_or_default();
-        // Terms are ORed; expressions within a term are ANDed. Expressions on
-        // other keys may or may not match this node, so they never exclude it.
-        terms.is_empty() || terms.iter().any(|t| term_allows(t, node))
-    }
-
-    fn describe(&self) -> String {
-        let s = self.0;
-        if let Some(n) = s.node_name.as_deref().filter(|n| !n.is_empty()) {
-            format!("pinned to node {n}")
-        } else if let Some(h) = s.node_selector.get(HOSTNAME_LABEL) {
-            format!("pinned to node {h} by its nodeSelector")
-        } else {
-            "kept off that node by its required node affinity".to_string()
-        }
-    }
-}
-
-fn term_allows(t: &objects::NodeSelectorTerm, node: &str) -> bool {
-    let hostname = t
-        .match_expressions
-        .iter()
-        .filter(|e| e.key == HOSTNAME_LABEL);
-    let name_field = t.match_fields.iter().filter(|e| e.key == "metadata.name");
-    hostname
-        .chain(name_field)
-        .all(|e| match e.operator.as_str() {
-            "In" => e.values.iter().any(|v| v == node),
-            "NotIn" => !e.values.iter().any(|v| v == node),
-            "DoesNotExist" => false, // every node has a hostname label
-            _ => true,
-        })
-}
-
 // ---- Pod CREATE -------------------------------------------------------------
 
 pub fn pod(
@@ -129,7 +71,7 @@ pub fn pod(
         .get(ALLOW_SHARED_WRITERS)
         .map(String::as_str)
         == Some("true");
-    let pin = Pin(spec);
+    let user_pin = Pin::new(spec, view);
     for (claim, read_only) in pod_claims(spec) {
         let Some(modes) = claim_modes(policy, view, ns, claim, out, || {
             format!(
@@ -148,74 +90,17 @@ pub fn pod(
                 continue;
             }
         };
-        let (terminating, active): (Vec<Consumer<'_>>, Vec<Consumer<'_>>) = consumers
+        let others: Vec<Consumer<'_>> = consumers
             .into_iter()
             .filter(|c| !is_self(c, &pod.metadata))
-            .partition(|c| c.terminating);
-        if modes.is_rwop() {
-            if !active.is_empty() {
-                let that = if active.len() == 1 {
-                    "that pod"
-                } else {
-                    "those pods"
-                };
-                out.push(RawFinding::new(
-                    Rule::RwopExclusive,
-                    claim,
-                    format!(
-                        "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod and already used by {}; delete {that} first or use another claim",
-                        pods_at(&active)
-                    ),
-                ));
-            } else if !terminating.is_empty() {
-                out.push(RawFinding::new(
-                    Rule::RwopTerminatingHolder,
-                    claim,
-                    format!(
-                        "PersistentVolumeClaim \"{claim}\" is ReadWriteOncePod and still held by terminating {}; this pod will wait until it is gone",
-                        pods_at(&terminating)
-                    ),
-                ));
-            }
-            continue;
-        }
-        // Single-node (ReadWriteOnce): attached to one node at a time.
-        let blocked: Vec<Consumer<'_>> = active
-            .iter()
-            .filter(|c| c.node.is_some_and(|n| !pin.allows(n)))
-            .copied()
             .collect();
-        if let Some(first) = blocked.first() {
-            let node = first.node.unwrap_or_default();
-            out.push(RawFinding::new(
-                Rule::RwoCrossNode,
-                claim,
-                format!(
-                    "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce and already used by {}, but this pod is {}: it can never attach (Multi-Attach error); run it on {node}, stop {}, or use a ReadWriteMany claim",
-                    pods_at(&blocked),
-                    pin.describe(),
-                    if blocked.len() == 1 { first.name } else { "those pods" }
-                ),
-            ));
-            continue;
-        }
-        if read_only || allow_shared {
-            continue;
-        }
-        let writers: Vec<Consumer<'_>> = active.iter().filter(|c| !c.read_only).copied().collect();
-        if let Some(first) = writers.first() {
-            let place = match first.node {
-                Some(n) => format!("this pod must share {n}"),
-                None => "this pod must share its node".to_string(),
-            };
-            out.push(RawFinding::new(
-                Rule::RwoSharedWriter,
-                claim,
-                format!(
-                    "PersistentVolumeClaim \"{claim}\" is ReadWriteOnce and written by {}; {place} and write too: mount it readOnly or annotate {ALLOW_SHARED_WRITERS}",
-                    pods_at(&writers)
-                ),
-            ));
+        let user = ClaimUser {
+            pin: user_pin,
+            read_only,
+            allow_shared_writers: allow_shared,
+        };
+        if let Some(f) = claim_use::judge(claim, modes, &user, &others, view) {
+            out.push(RawFinding::new(f.rule, claim, f.text));
         }
     }
 }
@@ -256,16 +141,28 @@ pub fn pvc(
         None => view.default_storage_class(),
     };
     let Some(class) = class else { return };
-    let multi = modes.multi_node();
+    let mut multi = modes.multi_node();
+    // Raw block ReadWriteMany is what EBS io2 Multi-Attach, Azure shared
+    // disks and GCE multi-writer disks serve.
+    let block = spec.volume_mode.as_deref() == Some("Block");
+    if block && policy.serves_block_multi_writer(class.provisioner) {
+        multi = multi.without(AccessModes::RWX);
+    }
     if !multi.is_empty() && policy.is_block_only(class.provisioner) {
-        out.push(RawFinding::new(
-            Rule::PvcModeUnsupported,
-            name,
+        let text = if multi == AccessModes::RWX
+            && policy.serves_block_multi_writer(class.provisioner)
+        {
+            format!(
+                "PersistentVolumeClaim \"{name}\" asks for ReadWriteMany but StorageClass \"{}\" uses provisioner {}, which serves it only as a raw block device; it stays Pending: set volumeMode: Block or use a shared-filesystem class",
+                class.name, class.provisioner
+            )
+        } else {
             format!(
                 "PersistentVolumeClaim \"{name}\" asks for {multi} but StorageClass \"{}\" uses provisioner {}, which only serves single-node block volumes; it will stay Pending: use ReadWriteOnce or a shared-filesystem class",
                 class.name, class.provisioner
-            ),
-        ));
+            )
+        };
+        out.push(RawFinding::new(Rule::PvcModeUnsupported, name, text));
     }
     if modes.is_rwop() && class.provisioner.starts_with("kubernetes.io/") {
         out.push(RawFinding::new(

@@ -422,9 +422,14 @@ fn pod_rwo_rules() {
             "new pod mounts read-only",
             vec![a.clone()],
             pod("pod-b", &[("rwo", true)]),
-            vec![],
+            vec![("rwo-readonly-placement", Warn)],
         ),
-        case("volume source readOnly", vec![a.clone()], source_ro, vec![]),
+        case(
+            "volume source readOnly",
+            vec![a.clone()],
+            source_ro,
+            vec![("rwo-readonly-placement", Warn)],
+        ),
         case(
             "existing consumer is read-only",
             vec![a_ro],
@@ -1056,6 +1061,7 @@ fn every_rule_message_fits() {
             "other",
         ),
         pod(&long('c'), &[(&claim_rwo, false)]),
+        pod(&long('c'), &[(&claim_rwo, true)]),
         pvc_class(&long('r'), &["ReadWriteMany"], Some("standard")),
         pvc_class(&long('r'), &["ReadWriteOncePod"], Some("legacy")),
         deploy(
@@ -1210,3 +1216,5 @@ fn lookup_errors_are_never_pre_existing() {
     );
     assert!(!v.allowed, "{v:#?}");
 }
+
+mod fidelity;

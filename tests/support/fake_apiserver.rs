@@ -29,7 +29,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-/// The five kinds the fake server serves.
+/// The kinds the fake server serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Pod,
@@ -37,15 +37,17 @@ pub enum Kind {
     Pv,
     StorageClass,
     Namespace,
+    Node,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Pod,
         Kind::Pvc,
         Kind::Pv,
         Kind::StorageClass,
         Kind::Namespace,
+        Kind::Node,
     ];
 
     pub fn plural(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Kind {
             Kind::Pv => "persistentvolumes",
             Kind::StorageClass => "storageclasses",
             Kind::Namespace => "namespaces",
+            Kind::Node => "nodes",
         }
     }
 
@@ -65,6 +68,7 @@ impl Kind {
             Kind::Pv => "PersistentVolume",
             Kind::StorageClass => "StorageClass",
             Kind::Namespace => "Namespace",
+            Kind::Node => "Node",
         }
     }
 

@@ -182,3 +182,30 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Value {
         "status": {"phase": "Active"}
     })
 }
+
+/// A Node as `kubectl get node -o json` shows it (trimmed status), with its
+/// `kubernetes.io/hostname` label.
+pub fn node(name: &str, hostname: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "beta.kubernetes.io/arch": "amd64",
+                "beta.kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": hostname,
+                "kubernetes.io/os": "linux"
+            },
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0"}
+        },
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.11"}, {"type": "Hostname", "address": hostname}],
+            "capacity": {"cpu": "4", "memory": "16318892Ki", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            "nodeInfo": {"kubeletVersion": "v1.33.1", "osImage": "Ubuntu 24.04 LTS"}
+        }
+    })
+}
