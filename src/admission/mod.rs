@@ -3,7 +3,9 @@
 
 mod review;
 
-pub use review::{parse_request, response_body, AdmissionRequest, ReviewError, API_VERSION};
+pub use review::{
+    parse_request, response_body, AdmissionRequest, ReviewError, ScaleRequest, API_VERSION,
+};
 
 use crate::cluster::{
     pod_claims, ClaimFacts, ClusterState, ClusterView, Consumer, LookupError, NamespaceMode,
@@ -169,7 +171,7 @@ impl Engine {
     /// set, then decide and reserve in one step under the write lock.
     pub async fn decide(&self, req: AdmissionRequest) -> Reviewed {
         let policy = self.policy.load_full();
-        let mut summary = DecisionSummary {
+        let summary = DecisionSummary {
             uid: req.uid.clone(),
             kind: req.kind_name.clone(),
             operation: req.operation.clone(),
@@ -183,6 +185,10 @@ impl Engine {
             dry_run: req.dry_run,
             findings: Vec::new(),
         };
+        if let Some(scale) = &req.scale {
+            let verdict = self.decide_scale(&policy, &req, scale).await;
+            return finish(&req, verdict, summary);
+        }
         let Some(object) = &req.object else {
             // A kind or operation claimguard does not judge: allowed without comment.
             let body = response_body(&req.uid, true, None, &[], &Default::default());
@@ -230,23 +236,98 @@ impl Engine {
             let state = self.cluster.read();
             evaluate(&policy, &request, &state, not_ready, &lookups)
         };
-        summary.allowed = verdict.allowed;
-        summary.findings = verdict
-            .findings
-            .iter()
-            .map(|f| FindingSummary {
-                rule: f.rule.id(),
-                action: f.effect.metric_action(),
-            })
-            .collect();
-        let body = response_body(
-            &req.uid,
+        // Snapshot mode: admitted workloads join the state, for later scale requests.
+        if verdict.allowed
+            && !req.dry_run
+            && object.kind().is_workload()
+            && self.cluster.reservation_ttl().is_none()
+        {
+            self.cluster.write().apply_object(object);
+        }
+        finish(&req, verdict, summary)
+    }
+
+    /// A scale subresource request: find the workload (the snapshot's, or
+    /// one bounded GET live) and judge it with the new replica count.
+    async fn decide_scale(
+        &self,
+        policy: &Policy,
+        req: &AdmissionRequest,
+        scale: &ScaleRequest,
+    ) -> Verdict {
+        let ns = req.namespace.as_str();
+        let grows = match (scale.replicas, scale.old_replicas) {
+            (Some(new), Some(old)) => new > old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !grows || policy.is_exempt(ns) {
+            return Verdict {
+                allowed: true,
+                ..Verdict::default()
+            };
+        }
+        let stored = self
+            .cluster
+            .read()
+            .workload(scale.workload, ns, &req.name)
+            .cloned();
+        let workload = match stored {
+            Some(w) => Ok(Some(w)),
+            None => match self.cluster.fetcher_for_workloads() {
+                Some(f) => f.fetch(scale.workload, ns, &req.name).await,
+                None => Ok(None),
+            },
+        };
+        let not_ready = !self.cluster.is_synced();
+        let lookups = Lookups::default();
+        let verdict = match &workload {
+            // Nothing to judge: the API server answers 404 itself.
+            Ok(None) => Verdict {
+                allowed: true,
+                ..Verdict::default()
+            },
+            Ok(Some(w)) => {
+                let state = self.cluster.read();
+                let view = RequestView {
+                    state: &state,
+                    not_ready,
+                    lookups: &lookups,
+                };
+                policy::evaluate_scale(
+                    policy,
+                    ns,
+                    scale.workload,
+                    w,
+                    scale.old_replicas,
+                    scale.replicas,
+                    &view,
+                )
+            }
+            Err(reason) => policy::lookup_error_verdict(
+                policy,
+                &format!(
+                    "could not read {} {ns}/{} for this scale request: {reason}",
+                    scale.workload.as_str(),
+                    req.name
+                ),
+            ),
+        };
+        // Snapshot mode: the stored workload takes the new count.
+        if let (true, false, None, Ok(Some(w)), Some(n)) = (
             verdict.allowed,
-            verdict.denial.as_deref(),
-            &verdict.warnings,
-            &verdict.audit_annotations,
-        );
-        Reviewed { body, summary }
+            req.dry_run,
+            self.cluster.reservation_ttl(),
+            &workload,
+            scale.replicas,
+        ) {
+            let mut w = w.clone();
+            w.spec.get_or_insert_with(Default::default).replicas = Some(n);
+            self.cluster
+                .write()
+                .apply_object(&Object::Workload(scale.workload, w));
+        }
+        verdict
     }
 
     /// Live GETs for claims the view does not know (created a moment ago,
@@ -281,6 +362,27 @@ impl Engine {
         }
         lookups
     }
+}
+
+/// The response and the summary of a decided request.
+fn finish(req: &AdmissionRequest, verdict: Verdict, mut summary: DecisionSummary) -> Reviewed {
+    summary.allowed = verdict.allowed;
+    summary.findings = verdict
+        .findings
+        .iter()
+        .map(|f| FindingSummary {
+            rule: f.rule.id(),
+            action: f.effect.metric_action(),
+        })
+        .collect();
+    let body = response_body(
+        &req.uid,
+        verdict.allowed,
+        verdict.denial.as_deref(),
+        &verdict.warnings,
+        &verdict.audit_annotations,
+    );
+    Reviewed { body, summary }
 }
 
 fn evaluate(

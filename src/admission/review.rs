@@ -59,10 +59,34 @@ struct GroupVersionKind {
     kind: String,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct GroupVersionResource {
+    group: String,
+    resource: String,
+}
+
+/// An `autoscaling/v1` Scale: only the replica count matters.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ScaleIn {
+    spec: ScaleSpecIn,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ScaleSpecIn {
+    replicas: Option<i64>,
+}
+
 #[derive(Default)]
 struct RequestIn<'a> {
     uid: String,
     kind: GroupVersionKind,
+    resource: GroupVersionResource,
+    sub_resource: String,
+    scale: Option<ScaleIn>,
+    old_scale: Option<ScaleIn>,
     name: String,
     namespace: String,
     operation: String,
@@ -98,6 +122,8 @@ impl ObjectIn<'_> {
 enum Field {
     Uid,
     Kind,
+    Resource,
+    SubResource,
     Name,
     Namespace,
     Operation,
@@ -143,6 +169,15 @@ impl<'de> Visitor<'de> for RequestVisitor {
             match field {
                 Field::Uid => r.uid = map.next_value()?,
                 Field::Kind => r.kind = map.next_value()?,
+                Field::Resource => r.resource = map.next_value()?,
+                Field::SubResource => r.sub_resource = map.next_value()?,
+                Field::Object | Field::OldObject if is_scale(&r.kind) => {
+                    let s: Option<ScaleIn> = map.next_value()?;
+                    match field {
+                        Field::Object => r.scale = s,
+                        _ => r.old_scale = s,
+                    }
+                }
                 Field::Name => r.name = map.next_value()?,
                 Field::Namespace => r.namespace = map.next_value()?,
                 Field::Operation => r.operation = map.next_value()?,
@@ -217,6 +252,30 @@ impl<'de> Visitor<'de> for ObjectSeed {
     }
 }
 
+fn is_scale(k: &GroupVersionKind) -> bool {
+    k.group == "autoscaling" && k.kind == "Scale"
+}
+
+/// A scale subresource request (`kubectl scale`, an HPA): the workload it
+/// scales and the replica counts. No template: the engine looks it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleRequest {
+    /// From `request.resource` (`apps/v1 deployments` → Deployment).
+    pub workload: Kind,
+    pub replicas: Option<i64>,
+    pub old_replicas: Option<i64>,
+}
+
+fn scaled_kind(r: &GroupVersionResource) -> Option<Kind> {
+    Some(match (r.group.as_str(), r.resource.as_str()) {
+        ("apps", "deployments") => Kind::Deployment,
+        ("apps", "statefulsets") => Kind::StatefulSet,
+        ("apps", "replicasets") => Kind::ReplicaSet,
+        ("", "replicationcontrollers") => Kind::ReplicationController,
+        _ => return None,
+    })
+}
+
 fn judged_op(op: &str) -> bool {
     matches!(op, "CREATE" | "UPDATE")
 }
@@ -234,6 +293,8 @@ pub struct AdmissionRequest {
     pub dry_run: bool,
     pub object: Option<Object>,
     pub old_object: Option<Object>,
+    /// Set for UPDATE of a workload's scale subresource.
+    pub scale: Option<ScaleRequest>,
 }
 
 fn one_line(s: String) -> String {
@@ -279,6 +340,38 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
         return Err(ReviewError::NoUid);
     }
     let kind = Kind::from_kind(&req.kind.group, &req.kind.kind);
+    let scale = if is_scale(&req.kind) && req.sub_resource == "scale" {
+        // A review written with `object` before `kind` kept the text.
+        let reparse = |field: &ObjectIn<'_>| -> Result<Option<ScaleIn>, ReviewError> {
+            match field {
+                ObjectIn::Raw(raw) => {
+                    serde_json::from_str(raw.get()).map_err(|e| ReviewError::BadObject {
+                        kind: "Scale".into(),
+                        reason: one_line(e.to_string()),
+                    })
+                }
+                _ => Ok(None),
+            }
+        };
+        let new = match req.scale {
+            Some(s) => Some(s),
+            None => reparse(&req.object)?,
+        };
+        let old = match req.old_scale {
+            Some(s) => Some(s),
+            None => reparse(&req.old_object)?,
+        };
+        match (scaled_kind(&req.resource), req.operation.as_str()) {
+            (Some(workload), "UPDATE") => Some(ScaleRequest {
+                workload,
+                replicas: new.and_then(|s| s.spec.replicas),
+                old_replicas: old.and_then(|s| s.spec.replicas),
+            }),
+            _ => None,
+        }
+    } else {
+        None
+    };
     let parse = |field: ObjectIn<'_>| -> Result<Option<Object>, ReviewError> {
         match (kind, field) {
             (Some(_), ObjectIn::Parsed(o)) => Ok(o),
@@ -326,6 +419,7 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
         dry_run: req.dry_run.unwrap_or(false),
         object,
         old_object,
+        scale,
     })
 }
 

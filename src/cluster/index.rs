@@ -8,7 +8,7 @@
 //! share one allocation for "default" or "worker-1".
 
 use super::{AccessModes, ClaimFacts, ClusterView, LookupError, NamespaceMode, StorageClassFacts};
-use crate::objects::{self, Object};
+use crate::objects::{self, Kind, Object};
 use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashSet, HashTable};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -574,6 +574,8 @@ pub struct ClusterState {
     /// Hostname pins of unscheduled pods, by slab slot (rare: most pods are
     /// scheduled, and their node is their pin).
     pins: HashMap<u32, Box<objects::PodSpec>>,
+    /// Workloads of a snapshot, for scale requests (never fed live).
+    workloads: super::workloads::WorkloadTable,
 }
 
 const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
@@ -1064,6 +1066,15 @@ impl ClusterState {
         self.nodes.names()
     }
 
+    /// A workload of the snapshot (or admitted since), for a scale request.
+    pub fn workload(&self, kind: Kind, namespace: &str, name: &str) -> Option<&objects::Workload> {
+        self.workloads.get(kind, namespace, name)
+    }
+
+    pub fn workload_count(&self) -> usize {
+        self.workloads.len()
+    }
+
     /// Store any object of a kind the index keeps; others are ignored.
     pub fn apply_object(&mut self, obj: &Object) {
         match obj {
@@ -1073,7 +1084,7 @@ impl ClusterState {
             Object::StorageClass(s) => self.apply_storage_class(s),
             Object::Namespace(n) => self.apply_namespace(n),
             Object::Node(n) => self.apply_node(n),
-            Object::Workload(..) => {}
+            Object::Workload(k, w) => self.workloads.apply(*k, w),
         }
     }
 

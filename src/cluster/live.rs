@@ -214,6 +214,10 @@ pub async fn start(
         }
     }));
     if opts.install_fetcher {
+        cluster.set_workload_fetcher(Box::new(super::LiveWorkloadFetcher::new(
+            client.clone(),
+            opts.fetch_timeout,
+        )));
         cluster.set_fetcher(Arc::new(LiveFetcher::new(
             client,
             opts.fetch_timeout,

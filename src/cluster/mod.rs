@@ -10,12 +10,14 @@ mod modes;
 mod nodes;
 mod shared;
 pub mod snapshot;
+mod workloads;
 
 pub use index::{pod_claims, ClusterState, Consumer, PodProjection, PodUid};
 pub use modes::AccessModes;
 pub use nodes::{pod_pin, HOSTNAME_LABEL};
 pub use shared::{ClaimFetcher, SharedCluster};
 pub use snapshot::{load_snapshot, SnapshotError};
+pub use workloads::{workload_collection, LiveWorkloadFetcher, WorkloadFetcher};
 
 use std::fmt;
 

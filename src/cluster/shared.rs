@@ -21,6 +21,7 @@ pub struct SharedCluster {
     state: RwLock<ClusterState>,
     synced: AtomicBool,
     fetcher: arc_swap::ArcSwapOption<Box<dyn ClaimFetcher>>,
+    workload_fetcher: arc_swap::ArcSwapOption<Box<dyn super::WorkloadFetcher>>,
     reservation_ttl: Option<Duration>,
 }
 
@@ -45,6 +46,7 @@ impl SharedCluster {
             state: RwLock::new(state),
             synced: AtomicBool::new(synced),
             fetcher: arc_swap::ArcSwapOption::empty(),
+            workload_fetcher: arc_swap::ArcSwapOption::empty(),
             reservation_ttl: ttl,
         }
     }
@@ -74,6 +76,15 @@ impl SharedCluster {
 
     pub fn fetcher(&self) -> Option<Arc<Box<dyn ClaimFetcher>>> {
         self.fetcher.load_full()
+    }
+
+    /// How scale requests find a workload the view does not hold (live).
+    pub fn set_workload_fetcher(&self, f: Box<dyn super::WorkloadFetcher>) {
+        self.workload_fetcher.store(Some(Arc::new(f)));
+    }
+
+    pub fn fetcher_for_workloads(&self) -> Option<Arc<Box<dyn super::WorkloadFetcher>>> {
+        self.workload_fetcher.load_full()
     }
 
     pub fn reservation_ttl(&self) -> Option<Duration> {

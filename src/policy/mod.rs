@@ -6,6 +6,7 @@ mod config;
 pub mod message;
 mod pin;
 mod rules;
+mod scale;
 
 pub use claim_use::{judge as judge_claim_use, ClaimFinding, ClaimUser};
 pub use config::{
@@ -14,6 +15,7 @@ pub use config::{
 };
 pub use pin::{hostname_of, Pin};
 pub use rules::{effective_max_surge, ALLOW_SHARED_WRITERS};
+pub use scale::evaluate_scale;
 
 use crate::cluster::{ClusterView, NamespaceMode};
 use crate::objects::{Kind, Object};
@@ -151,8 +153,47 @@ fn judged(kind: Kind, op: Operation) -> bool {
     }
 }
 
+/// The verdict when what a request needs could not be read (`what` says
+/// what), per `onLookupError`.
+pub fn lookup_error_verdict(policy: &Policy, what: &str) -> Verdict {
+    let (effect, outcome) = match policy.on_lookup_error {
+        OnLookupError::Allow => (
+            Effect::Warn,
+            "allowed without checks (onLookupError: allow)",
+        ),
+        OnLookupError::Deny => (Effect::Deny, "refused (onLookupError: deny)"),
+    };
+    let id = Rule::LookupError.id();
+    let message = message::one_line(&format!("[{id}] {what}; {outcome}"));
+    let mut v = Verdict::allow();
+    if effect == Effect::Deny {
+        v.allowed = false;
+        v.denial = Some(message.clone());
+    } else {
+        v.warnings.push(message::fit_warning(&message));
+    }
+    v.audit_annotations.insert(id.to_string(), message.clone());
+    v.findings.push(Finding {
+        rule: Rule::LookupError,
+        effect,
+        claim: String::new(),
+        message,
+    });
+    v
+}
+
 /// Decide about one request.
 pub fn evaluate(policy: &Policy, req: &Request<'_>, view: &dyn ClusterView) -> Verdict {
+    evaluate_rules(policy, req, view, |_| true)
+}
+
+/// `evaluate`, reporting only the rules `keep` accepts.
+fn evaluate_rules(
+    policy: &Policy,
+    req: &Request<'_>,
+    view: &dyn ClusterView,
+    keep: impl Fn(Rule) -> bool,
+) -> Verdict {
     let kind = req.object.kind();
     if !judged(kind, req.operation) {
         return Verdict::allow();
@@ -216,7 +257,7 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>, view: &dyn ClusterView) -> V
 
     let mut v = Verdict::allow();
     let mut denials = Vec::new();
-    for f in raw {
+    for f in raw.into_iter().filter(|f| keep(f.rule)) {
         let action = policy.action(f.rule);
         // A view that cannot be read is never "the old object's fault":
         // onLookupError: deny must deny updates too.

@@ -349,3 +349,57 @@ fn raw_block_multi_writer_provisioners() {
         DEFAULT_BLOCK_MULTI_WRITER_PROVISIONERS.map(String::from)
     );
 }
+
+#[test]
+fn scale_requests_judge_the_new_count() {
+    let s = state(&[]);
+    let w = |claim: &str| match obj(deploy(
+        "db",
+        json!({"replicas": 1, "strategy": {"type": "Recreate"}}),
+        &[claim],
+    )) {
+        Object::Workload(_, w) => w,
+        _ => unreachable!(),
+    };
+    let kind = objects::Kind::Deployment;
+    let p = Policy::default();
+    type Case<'a> = (&'a str, Option<i64>, Option<i64>, Vec<(&'a str, Effect)>);
+    let cases: Vec<Case> = vec![
+        (
+            "rwop",
+            Some(1),
+            Some(3),
+            vec![("workload-rwop-replicas", Deny)],
+        ),
+        (
+            "rwo",
+            Some(1),
+            Some(2),
+            vec![("workload-rwo-replicas", Warn)],
+        ),
+        ("rwx", Some(1), Some(5), vec![]),
+        ("rwop", Some(3), Some(1), vec![]),
+        ("rwop", Some(1), Some(1), vec![]),
+        (
+            "rwop",
+            Some(2),
+            Some(3),
+            vec![("workload-rwop-replicas", PreExisting)],
+        ),
+        // No old count in the request: the workload's own (1).
+        (
+            "rwop",
+            None,
+            Some(2),
+            vec![("workload-rwop-replicas", Deny)],
+        ),
+        ("rwop", None, None, vec![]),
+        // Only the replica rules: a missing claim is not the scale's business.
+        ("missing", Some(1), Some(2), vec![]),
+    ];
+    for (claim, old, new, want) in cases {
+        let v = evaluate_scale(&p, "default", kind, &w(claim), old, new, &s);
+        assert_eq!(fired(&v), want, "{claim} {old:?} -> {new:?}: {v:?}");
+        assert_eq!(v.allowed, !want.iter().any(|(_, e)| *e == Deny));
+    }
+}
