@@ -11,6 +11,7 @@ pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod cluster;
+pub mod events;
 pub mod objects;
 pub mod policy;
 pub mod reload;

@@ -334,6 +334,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(SharedCluster::stored(state))
     };
     let engine = Arc::new(Engine::new(policy, cluster));
+    if let Some(c) = &client {
+        // Findings on controller-made pods also become Events on their owner.
+        let instance = std::env::var("POD_NAME").ok();
+        engine.set_event_sink(claimguard::events::EventSink::start(c.clone(), instance));
+    }
     if let Some(p) = &args.policy {
         claimguard::reload::spawn_policy_reloader(
             p.clone(),

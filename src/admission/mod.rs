@@ -48,6 +48,8 @@ pub struct Reviewed {
 pub struct Engine {
     policy: ArcSwap<Policy>,
     cluster: Arc<SharedCluster>,
+    /// Where findings on controller-made pods become Events (live mode).
+    events: std::sync::OnceLock<crate::events::EventSink>,
 }
 
 /// The index as one request sees it: claims whose live lookup failed and a
@@ -146,6 +148,7 @@ impl Engine {
         Engine {
             policy: ArcSwap::from_pointee(policy),
             cluster,
+            events: std::sync::OnceLock::new(),
         }
     }
 
@@ -155,6 +158,11 @@ impl Engine {
 
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
+    }
+
+    /// Record findings on controller-made pods as Events through `sink`.
+    pub fn set_event_sink(&self, sink: crate::events::EventSink) {
+        let _ = self.events.set(sink);
     }
 
     pub fn cluster(&self) -> &Arc<SharedCluster> {
@@ -236,6 +244,13 @@ impl Engine {
             let state = self.cluster.read();
             evaluate(&policy, &request, &state, not_ready, &lookups)
         };
+        if let (Some(sink), Object::Pod(p), Operation::Create, false) =
+            (self.events.get(), object, operation, req.dry_run)
+        {
+            for note in crate::events::notes_for(p, &namespace, &verdict) {
+                sink.send(note);
+            }
+        }
         // Snapshot mode: admitted workloads join the state, for later scale requests.
         if verdict.allowed
             && !req.dry_run

@@ -161,6 +161,16 @@ impl Default for Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// Event writes received (`events.k8s.io/v1` POST and PATCH), in order.
+    events: Mutex<Vec<EventWrite>>,
+}
+
+/// An Event write the server received.
+#[derive(Debug, Clone)]
+pub struct EventWrite {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
 }
 
 impl Shared {
@@ -209,6 +219,7 @@ impl FakeApiServer {
     pub async fn start() -> FakeApiServer {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
+            events: Mutex::new(Vec::new()),
         });
         let data = web::Data::new(shared.clone());
         let server = HttpServer::new(move || {
@@ -314,6 +325,15 @@ impl FakeApiServer {
             inner.history.pop();
         }
         inner.compacted_rv = inner.rv;
+    }
+
+    /// Every Event write received so far (POST creates, PATCH series updates).
+    pub fn event_writes(&self) -> Vec<EventWrite> {
+        self.shared
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
@@ -667,7 +687,10 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
-async fn handle(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    if req.path().starts_with("/apis/events.k8s.io/v1/") {
+        return event_write(&req, &body, &shared);
+    }
     if req.method() != actix_web::http::Method::GET {
         return status_response(
             405,
@@ -694,6 +717,37 @@ async fn handle(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpRespons
     } else {
         list(&shared, target, &query)
     }
+}
+
+/// `events.k8s.io/v1` POST (create) and PATCH (series update): recorded and
+/// echoed back as the stored Event, as an API server answers.
+fn event_write(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpResponse {
+    let method = req.method().as_str().to_string();
+    if method != "POST" && method != "PATCH" {
+        return status_response(
+            405,
+            "MethodNotAllowed",
+            "fake API server: events are write-only",
+        );
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return status_response(400, "BadRequest", "fake API server: event body is not JSON");
+    };
+    shared
+        .events
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(EventWrite {
+            method: method.clone(),
+            path: req.path().to_string(),
+            body: v.clone(),
+        });
+    v["apiVersion"] = json!("events.k8s.io/v1");
+    v["kind"] = json!("Event");
+    let code = if method == "POST" { 201 } else { 200 };
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(code).expect("status"))
+        .content_type("application/json")
+        .body(v.to_string())
 }
 
 fn url_query(q: &str) -> HashMap<String, String> {
