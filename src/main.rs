@@ -317,7 +317,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
-        tracing::info!("watching pods, claims, volumes, storage classes and namespaces; /readyz turns 200 once synced");
+        tracing::info!("watching pods, claims, volumes, storage classes, namespaces and nodes; /readyz turns 200 once synced");
         client = Some(c);
         cluster
     } else {
