@@ -244,6 +244,7 @@ fn lists_from_fixture() -> HashMap<String, Vec<Value>> {
         "/apis/storage.k8s.io/v1/storageclasses",
         "/api/v1/persistentvolumes",
         "/api/v1/pods",
+        "/api/v1/nodes",
         "/api/v1/persistentvolumeclaims",
         "/apis/apps/v1/deployments",
         "/apis/apps/v1/statefulsets",
@@ -261,6 +262,7 @@ fn lists_from_fixture() -> HashMap<String, Vec<Value>> {
             "StorageClass" => "/apis/storage.k8s.io/v1/storageclasses",
             "PersistentVolume" => "/api/v1/persistentvolumes",
             "Pod" => "/api/v1/pods",
+            "Node" => "/api/v1/nodes",
             "PersistentVolumeClaim" => "/api/v1/persistentvolumeclaims",
             "Deployment" => "/apis/apps/v1/deployments",
             "StatefulSet" => "/apis/apps/v1/statefulsets",
@@ -414,7 +416,7 @@ async fn reports_are_created_updated_and_deleted_never_duplicated() {
     //    leaves nothing, so the last report goes too.
     let quiet = Arc::new(
         Policy::parse(
-            "rules: {rwop-exclusive: off, rwop-terminating-holder: off, rwo-cross-node: off, rwo-shared-writer: off, workload-rwop-replicas: off, workload-rwo-replicas: off, rollout-deadlock: off, pvc-mode-unsupported: off, claim-not-found: off}",
+            "rules: {rwop-exclusive: off, rwop-terminating-holder: off, rwo-cross-node: off, rwo-shared-writer: off, rwo-readonly-placement: off, workload-rwop-replicas: off, workload-rwo-replicas: off, rollout-deadlock: off, pvc-mode-unsupported: off, claim-not-found: off}",
         )
         .unwrap(),
     );

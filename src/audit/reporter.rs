@@ -307,6 +307,12 @@ pub async fn load_from_cluster(
             state.apply_object(&o);
         }
     }
+    // Nodes resolve hostname pins; without them (no permission) a hostname
+    // value is compared with node names, as for a node the view does not know.
+    let nodes = ("", "v1", "Node", "nodes", Kind::Node);
+    for o in list_kind(client, nodes, true).await?.unwrap_or_default() {
+        state.apply_object(&o);
+    }
     let objects = list_objects(client).await?;
     for o in &objects {
         state.apply_object(o);
