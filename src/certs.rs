@@ -80,6 +80,8 @@ pub enum CertsError {
     Invalid { path: PathBuf, reason: String },
     #[error("cannot serialize {what}: {reason}")]
     Serialize { what: &'static str, reason: String },
+    #[error("{} already exists and may hold the CA your cluster trusts; pass --force to replace the files, or choose another --out directory", path.display())]
+    Exists { path: PathBuf },
 }
 
 /// Options of `claimguard certs`.
@@ -92,6 +94,9 @@ pub struct CertsOptions {
     pub days: u32,
     /// How many webhooks the configuration has; the patch sets `caBundle` on each.
     pub webhook_count: usize,
+    /// Replace files already in `out`. Off by default: they may be the CA a
+    /// cluster trusts, and a new CA there breaks the webhook until re-patched.
+    pub force: bool,
 }
 
 impl CertsOptions {
@@ -103,6 +108,7 @@ impl CertsOptions {
             out: out.into(),
             days: DEFAULT_DAYS,
             webhook_count: DEFAULT_WEBHOOK_COUNT,
+            force: false,
         }
     }
 }
@@ -306,6 +312,20 @@ pub fn write_bundle(opts: &CertsOptions) -> Result<Written, CertsError> {
         secret: opts.out.join(SECRET_FILE),
         cabundle_patch: opts.out.join(PATCH_FILE),
     };
+    if !opts.force {
+        let existing = [
+            &written.ca_cert,
+            &written.tls_cert,
+            &written.tls_key,
+            &written.secret,
+            &written.cabundle_patch,
+        ]
+        .into_iter()
+        .find(|p| p.symlink_metadata().is_ok());
+        if let Some(p) = existing {
+            return Err(CertsError::Exists { path: p.clone() });
+        }
+    }
     // Key first and certificate last: a server polling the directory never
     // sees a new certificate next to an old key for long, and it checks the
     // pair before switching anyway.

@@ -95,6 +95,10 @@ enum Command {
         /// Validity of the CA and the serving certificate, in days.
         #[arg(long, default_value_t = certs::DEFAULT_DAYS, env = "CLAIMGUARD_DAYS")]
         days: u32,
+        /// Replace certificates already in --out (they may hold the CA the
+        /// cluster trusts: patch the caBundle again afterwards).
+        #[arg(long, env = "CLAIMGUARD_FORCE")]
+        force: bool,
     },
 }
 
@@ -119,8 +123,9 @@ struct ServeArgs {
     /// Kubeconfig for the API server [default: in-cluster, then ~/.kube/config].
     #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Development mode: 127.0.0.1:8443, certificates in certs/ (made if
-    /// missing), examples/cluster.yaml as the cluster unless --snapshot is given.
+    /// Development mode: 127.0.0.1:8443, certificates in certs/dev/ (made if
+    /// missing), the built-in example cluster (examples/cluster.yaml) unless
+    /// --snapshot is given.
     #[arg(long, env = "CLAIMGUARD_DEV")]
     dev: bool,
     /// After SIGTERM, keep serving this long (the API server reuses
@@ -160,8 +165,10 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAIMGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -175,12 +182,29 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            // One line, no backtrace: the chain of causes joined.
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// One line, no backtrace: the chain of causes joined by `: `, leaving out a
+/// cause whose text the line already holds (thiserror messages often quote
+/// their source, and kube's errors nest the same reason several times).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -225,7 +249,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     let client = live::client_from(kubeconfig.as_deref()).await?;
                     anyhow::Ok(audit::reporter::load_from_cluster(&client).await?)
                 })
-                .context("read the cluster")?
+                .context("cannot read the cluster (audit a dump instead with --snapshot FILE)")?
             };
             let report = audit::audit_state(&state, &objects, &policy);
             let text = match output {
@@ -247,11 +271,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             service,
             out,
             days,
+            force,
         } => {
             let mut opts = certs::CertsOptions::new(out);
-            opts.namespace = namespace;
+            opts.namespace = namespace.clone();
             opts.service = service;
             opts.days = days;
+            opts.force = force;
             let w = certs::write_bundle(&opts)?;
             println!("wrote {}", w.ca_cert.display());
             println!("wrote {}", w.tls_cert.display());
@@ -260,6 +286,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("wrote {}", w.cabundle_patch.display());
             println!();
             println!("next:");
+            println!(
+                "  kubectl create namespace {namespace} --dry-run=client -o yaml | kubectl apply -f -"
+            );
             println!("  kubectl apply -f {}", w.secret.display());
             println!("  kubectl apply -k manifests/");
             println!(
@@ -271,8 +300,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-const DEV_SNAPSHOT: &str = "examples/cluster.yaml";
-const DEV_REVIEW: &str = "examples/admission/pg-debug-denied.json";
+/// `serve --dev` works from any directory: its example cluster and the review
+/// its curl line sends are built in, and written next to the dev certificates.
+const DEV_DIR: &str = "certs/dev";
+const DEV_SNAPSHOT: (&str, &str) = ("cluster.yaml", include_str!("../examples/cluster.yaml"));
+const DEV_REVIEW: (&str, &str) = (
+    "pg-debug-denied.json",
+    include_str!("../examples/admission/pg-debug-denied.json"),
+);
+
+/// Writes a built-in example file into the dev directory (kept if unchanged).
+fn write_dev_file(dir: &std::path::Path, (name, text): (&str, &str)) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(path)
+}
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or_else(|| {
@@ -285,11 +329,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (tls_cert, tls_key, ca) = match (args.tls_cert.clone(), args.tls_key.clone()) {
         (Some(c), Some(k)) => (c, k, None),
         _ => {
-            let dev = certs::ensure_dev_certs(std::path::Path::new("certs"))
+            let dev = certs::ensure_dev_certs(std::path::Path::new(DEV_DIR))
                 .context("dev certificates")?;
             if dev.created {
                 tracing::info!(
-                    dir = "certs",
+                    dir = DEV_DIR,
                     "wrote a development CA and serving certificate"
                 );
             }
@@ -297,8 +341,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mut snapshot = args.snapshot.clone();
-    if snapshot.is_empty() && args.dev {
-        snapshot.push(PathBuf::from(DEV_SNAPSHOT));
+    let mut dev_review = None;
+    if args.dev {
+        let dir = std::path::Path::new(DEV_DIR);
+        std::fs::create_dir_all(dir).with_context(|| format!("create {DEV_DIR}"))?;
+        if snapshot.is_empty() {
+            snapshot.push(write_dev_file(dir, DEV_SNAPSHOT)?);
+        }
+        dev_review = Some(write_dev_file(dir, DEV_REVIEW)?);
     }
     let policy = load_policy(args.policy.as_ref())?;
     let metrics = Arc::new(server::Metrics::new());
@@ -367,9 +417,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             snapshot[0].display()
         );
         eprintln!("try a denial:");
+        let review = dev_review.as_deref().unwrap_or(std::path::Path::new(""));
         eprintln!(
-            "  curl -sS --cacert {} --resolve claimguard.claimguard-system.svc:{port}:127.0.0.1 -H 'Content-Type: application/json' --data @{DEV_REVIEW} https://claimguard.claimguard-system.svc:{port}/validate",
-            ca.display()
+            "  curl -sS --cacert {} --resolve claimguard.claimguard-system.svc:{port}:127.0.0.1 -H 'Content-Type: application/json' --data @{} https://claimguard.claimguard-system.svc:{port}/validate",
+            ca.display(),
+            review.display()
         );
     }
     server::run_with_metrics(config, engine, metrics).await?;

@@ -104,8 +104,24 @@ fn merge(target: &mut Value, patch: &Value) {
                 merge(t.entry(k.clone()).or_insert(Value::Null), v);
             }
         }
+        // Lists of named objects (containers, env, volumes) merge by name, as a
+        // strategic merge patch does; kustomize puts new entries first.
+        (Value::Array(t), Value::Array(p)) if is_named_list(t) && is_named_list(p) => {
+            let mut added = Vec::new();
+            for item in p {
+                match t.iter_mut().find(|o| o["name"] == item["name"]) {
+                    Some(existing) => merge(existing, item),
+                    None => added.push(item.clone()),
+                }
+            }
+            t.splice(0..0, added);
+        }
         (t, p) => *t = p.clone(),
     }
+}
+
+fn is_named_list(items: &[Value]) -> bool {
+    !items.is_empty() && items.iter().all(|o| o["name"].is_string())
 }
 
 fn key(o: &Value) -> (String, String, String) {
@@ -342,7 +358,7 @@ fn base_webhook_configuration() {
 }
 
 #[test]
-fn rbac_is_read_only_except_reports_and_events() {
+fn rbac_is_read_only_except_events() {
     let objs = render("");
     let allowed: BTreeMap<(&str, &str), BTreeSet<String>> = BTreeMap::from([
         (("", "pods"), set(&["get", "list", "watch"])),
@@ -356,19 +372,8 @@ fn rbac_is_read_only_except_reports_and_events() {
             ("storage.k8s.io", "storageclasses"),
             set(&["get", "list", "watch"]),
         ),
-        (
-            ("wgpolicyk8s.io", "policyreports"),
-            set(&["create", "get", "list", "update", "patch", "delete"]),
-        ),
         (("", "events"), set(&["create", "patch"])),
         (("events.k8s.io", "events"), set(&["create", "patch"])),
-        (("apps", "deployments"), set(&["list"])),
-        (("apps", "replicasets"), set(&["list"])),
-        (("apps", "statefulsets"), set(&["list"])),
-        (("apps", "daemonsets"), set(&["list"])),
-        (("batch", "jobs"), set(&["list"])),
-        (("batch", "cronjobs"), set(&["list"])),
-        (("", "replicationcontrollers"), set(&["list"])),
     ]);
 
     let roles: Vec<_> = objs
@@ -622,6 +627,74 @@ fn shipped_policy_files_load_with_the_real_parser() {
 }
 
 #[test]
+fn policy_reports_overlay_turns_on_the_audit_and_grants_only_what_it_needs() {
+    let base = render("");
+    let objs = render("policy-reports");
+    check_webhooks(&objs);
+    let added: BTreeSet<_> = objs
+        .iter()
+        .map(key)
+        .filter(|k| !base.iter().any(|b| key(b) == *k))
+        .collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            (
+                "ClusterRole".into(),
+                String::new(),
+                "claimguard-policy-reports".into()
+            ),
+            (
+                "ClusterRoleBinding".into(),
+                String::new(),
+                "claimguard-policy-reports".into()
+            ),
+        ])
+    );
+    let role = find(&objs, "ClusterRole", "claimguard-policy-reports");
+    let mut writes = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for r in strings(&rule["resources"]) {
+            for v in strings(&rule["verbs"]) {
+                if v != "list" {
+                    writes.insert(format!("{r}/{v}"));
+                }
+            }
+        }
+    }
+    assert!(
+        writes.iter().all(|w| w.starts_with("policyreports/")),
+        "{writes:?}"
+    );
+    let binding = find(&objs, "ClusterRoleBinding", "claimguard-policy-reports");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "claimguard", "namespace": NS}])
+    );
+    // The audit is on: the interval reaches the container, the base's env stays.
+    let deployment = find(&objs, "Deployment", "claimguard");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let names: Vec<_> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str()))
+        .collect();
+    assert!(
+        names.contains(&("CLAIMGUARD_AUDIT_INTERVAL", Some("10m"))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("CLAIMGUARD_LOG_FORMAT", Some("json"))),
+        "{names:?}"
+    );
+    // And the base does not run it.
+    let base_env = &find(&base, "Deployment", "claimguard")["spec"]["template"]["spec"]
+        ["containers"][0]["env"];
+    assert!(!base_env.to_string().contains("AUDIT_INTERVAL"));
+}
+
+#[test]
 fn audit_mode_overlay_only_changes_the_mode() {
     let base = render("");
     let audit = render("audit-mode");
@@ -700,8 +773,11 @@ fn cabundle_patch_from_certs_fills_every_webhook() {
         assert_eq!(hook["clientConfig"]["service"]["path"], "/validate");
     }
 
-    // Rotation: running certs again and patching replaces every bundle.
-    let rotated = certs::write_bundle(&certs::CertsOptions::new(dir.path())).unwrap();
+    // Rotation: running certs again (with force: the files are there) and
+    // patching replaces every bundle.
+    let mut again = certs::CertsOptions::new(dir.path());
+    again.force = true;
+    let rotated = certs::write_bundle(&again).unwrap();
     let new_ca = std::fs::read_to_string(&rotated.ca_cert).unwrap();
     assert_ne!(new_ca, ca);
     json_patch::patch(&mut config, &certs::cabundle_patch(&new_ca, 3)).unwrap();

@@ -296,7 +296,7 @@ pub fn pod_review(uid: &str, name: &str, claim: &str) -> serde_json::Value {
 
 /// Polls `/metrics` until it contains `needle` (the reloader works on its own clock).
 pub async fn wait_for_metric(client: &reqwest::Client, addr: SocketAddr, needle: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = client
             .get(url(addr, "/metrics"))
