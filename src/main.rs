@@ -113,6 +113,11 @@ struct ServeArgs {
     /// Private key of the serving certificate (PEM).
     #[arg(long, env = "CLAIMGUARD_TLS_KEY", required_unless_present = "dev")]
     tls_key: Option<PathBuf>,
+    /// CA (PEM) of the API server's client certificate: POST /validate and
+    /// /mutate then require a client certificate that chains to it; probes
+    /// and /metrics need none. Reloaded when the file changes.
+    #[arg(long, env = "CLAIMGUARD_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
     /// Use snapshot files as the cluster instead of the API server (repeatable).
     /// Admitted objects join the in-memory state.
     #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
@@ -410,6 +415,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
+    config.client_ca = args.client_ca.clone();
     if let Some(ca) = ca {
         let port = listen.port();
         eprintln!(

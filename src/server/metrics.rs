@@ -16,7 +16,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 struct RequestLabels {
     kind: String,
     operation: String,
-    /// "true", "false", or "error" when the request could not be judged.
+    /// "true", "false", "error" when the request could not be judged, or
+    /// "unauthenticated" when `--client-ca` refused it.
     allowed: String,
 }
 
@@ -122,7 +123,7 @@ impl Metrics {
             _ => "other",
         };
         let allowed = match allowed {
-            "true" | "false" | "error" => allowed,
+            "true" | "false" | "error" | "unauthenticated" => allowed,
             _ => "other",
         };
         self.requests

@@ -5,6 +5,7 @@
 //! timeouts, records metrics and logs, and keeps the process alive if the
 //! engine ever panics.
 
+pub mod client_auth;
 pub mod metrics;
 pub mod tls;
 
@@ -51,6 +52,10 @@ pub struct ServeConfig {
     pub keep_alive: Duration,
     pub tls_handshake_timeout: Duration,
     pub max_body_bytes: usize,
+    /// `--client-ca`: the deciding routes require a client certificate that
+    /// chains to this CA (reloaded like the serving pair); probes and
+    /// `/metrics` do not.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -71,6 +76,7 @@ impl ServeConfig {
             keep_alive: Duration::from_secs(120),
             tls_handshake_timeout: Duration::from_secs(5),
             max_body_bytes: DEFAULT_MAX_BODY,
+            client_ca: None,
         }
     }
 }
@@ -97,6 +103,7 @@ struct AppState {
     max_body: usize,
     body_timeout: Duration,
     shutting_down: Arc<AtomicBool>,
+    require_client_cert: bool,
 }
 
 /// A server started by [`start`]: its address and the means to stop it.
@@ -174,7 +181,14 @@ pub async fn start_with_metrics(
 ) -> Result<RunningServer, ServerError> {
     tls::install_crypto_provider();
     let files = tls::CertFiles::load(&config.tls_cert, &config.tls_key)?;
-    let tls_config = tls::server_config(files.resolver())?;
+    let client_ca = match &config.client_ca {
+        Some(path) => Some(client_auth::ClientCaFile::load(path)?),
+        None => None,
+    };
+    let tls_config = tls::server_config(
+        files.resolver(),
+        client_ca.as_ref().map(|c| c.verifier() as _),
+    )?;
 
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
@@ -191,6 +205,7 @@ pub async fn start_with_metrics(
         max_body: config.max_body_bytes,
         body_timeout: config.request_timeout,
         shutting_down: Arc::clone(&shutting_down),
+        require_client_cert: client_ca.is_some(),
     });
 
     let mut server = HttpServer::new(move || {
@@ -202,6 +217,7 @@ pub async fn start_with_metrics(
             .route("/metrics", web::get().to(metrics_endpoint))
             .default_service(web::to(not_found))
     })
+    .on_connect(client_auth::mark_verified_client)
     .disable_signals()
     .keep_alive(config.keep_alive)
     .client_request_timeout(config.request_timeout)
@@ -214,7 +230,12 @@ pub async fn start_with_metrics(
     let server = server.listen_rustls_0_23(listener, tls_config)?.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    let reloader = tls::spawn_reloader(files, config.reload_interval, Arc::clone(&metrics));
+    let reloader = tls::spawn_reloader(
+        files,
+        client_ca,
+        config.reload_interval,
+        Arc::clone(&metrics),
+    );
     tracing::info!(%addr, "serving admission reviews over TLS");
     Ok(RunningServer {
         addr,
@@ -269,6 +290,30 @@ pub async fn run_with_metrics(
         .await;
     signals.abort();
     result
+}
+
+/// With `--client-ca`, a deciding route answers only a client that presented
+/// a certificate from that CA (one that presented a wrong one never got past
+/// the handshake).
+fn refuse_unauthenticated(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    if !state.require_client_cert || req.conn_data::<client_auth::VerifiedClient>().is_some() {
+        return None;
+    }
+    state
+        .metrics
+        .request("unknown", "unknown", "unauthenticated");
+    tracing::warn!(
+        peer = ?req.peer_addr(),
+        path = req.path(),
+        "refused a request without a client certificate (--client-ca is set)"
+    );
+    Some(plain(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        format!(
+            "{} needs a client certificate signed by the CA given to --client-ca (the API server's, from its AdmissionConfiguration)",
+            req.path()
+        ),
+    ))
 }
 
 fn plain(status: actix_web::http::StatusCode, line: impl Into<String>) -> HttpResponse {
@@ -329,6 +374,9 @@ async fn validate(
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
 
+    if let Some(refused) = refuse_unauthenticated(&req, &state) {
+        return refused;
+    }
     let body = match read_body(&req, payload, &state).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {

@@ -63,6 +63,11 @@ impl Ca {
         self.issuer.pem()
     }
 
+    /// Any certificate this CA signs (client certificates, for instance), PEM.
+    pub fn sign(&self, params: CertificateParams, key: &KeyPair) -> String {
+        params.signed_by(key, &self.issuer).expect("sign").pem()
+    }
+
     /// A serving certificate for the service DNS name.
     pub fn issue(&self, cn: &str) -> Pair {
         let mut params = CertificateParams::new(vec![
