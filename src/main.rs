@@ -118,6 +118,10 @@ struct ServeArgs {
     /// and /metrics need none. Reloaded when the file changes.
     #[arg(long, env = "CLAIMGUARD_CLIENT_CA")]
     client_ca: Option<PathBuf>,
+    /// Also serve /metrics, /healthz and /readyz over plain HTTP on this
+    /// address (e.g. 0.0.0.0:9090), so Prometheus needs no webhook CA.
+    #[arg(long, env = "CLAIMGUARD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Use snapshot files as the cluster instead of the API server (repeatable).
     /// Admitted objects join the in-memory state.
     #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
@@ -416,6 +420,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
     config.client_ca = args.client_ca.clone();
+    config.metrics_listen = args.metrics_listen;
     if let Some(ca) = ca {
         let port = listen.port();
         eprintln!(

@@ -695,6 +695,88 @@ fn policy_reports_overlay_turns_on_the_audit_and_grants_only_what_it_needs() {
 }
 
 #[test]
+fn monitoring_overlay_scrapes_plain_metrics_and_alerts() {
+    let base = render("");
+    let objs = render("monitoring");
+    check_webhooks(&objs);
+    let added: BTreeSet<_> = objs
+        .iter()
+        .map(key)
+        .filter(|k| !base.iter().any(|b| key(b) == *k))
+        .collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            ("PrometheusRule".into(), NS.into(), "claimguard".into()),
+            ("Service".into(), NS.into(), "claimguard-metrics".into()),
+            ("ServiceMonitor".into(), NS.into(), "claimguard".into()),
+        ])
+    );
+    let container =
+        &find(&objs, "Deployment", "claimguard")["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"CLAIMGUARD_METRICS_LISTEN","value":"0.0.0.0:9090"}"#),
+        "{env}"
+    );
+    let ports: Vec<_> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        ports.contains(&("metrics", 9090)) && ports.contains(&("https", 8443)),
+        "{ports:?}"
+    );
+    // The Service reaches the pods, the ServiceMonitor the Service, by name.
+    let svc = find(&objs, "Service", "claimguard-metrics");
+    let selector = json!({"matchLabels": svc["spec"]["selector"]});
+    assert!(matches_pods(&selector, &pod_labels(&objs)));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    let sm = find(&objs, "ServiceMonitor", "claimguard");
+    let svc_labels: BTreeMap<&str, &str> = svc["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    assert!(selects(&sm["spec"]["selector"], &svc_labels));
+    // ... and not the webhook's own Service (TLS, no /metrics for Prometheus).
+    let webhook_svc = find(&objs, "Service", "claimguard");
+    let webhook_labels: BTreeMap<&str, &str> = webhook_svc["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    assert!(!selects(&sm["spec"]["selector"], &webhook_labels));
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    // The job label the alerts use is what the ServiceMonitor produces.
+    let job = svc_labels[sm["spec"]["jobLabel"].as_str().unwrap()];
+    let rules = find(&objs, "PrometheusRule", "claimguard");
+    let alerts: Vec<&Value> = rules["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert!(alerts.len() >= 6);
+    for a in &alerts {
+        let expr = a["expr"].as_str().unwrap();
+        if expr.contains("up{") {
+            assert!(expr.contains(&format!("job=\"{job}\"")), "{expr}");
+        }
+        assert!(a["labels"]["severity"].is_string(), "{a}");
+        assert!(a["annotations"]["summary"].is_string(), "{a}");
+    }
+}
+
+#[test]
 fn audit_mode_overlay_only_changes_the_mode() {
     let base = render("");
     let audit = render("audit-mode");

@@ -56,6 +56,9 @@ pub struct ServeConfig {
     /// chains to this CA (reloaded like the serving pair); probes and
     /// `/metrics` do not.
     pub client_ca: Option<PathBuf>,
+    /// `--metrics-listen`: also serve `/metrics`, `/healthz` and `/readyz`
+    /// over plain HTTP on this address, so Prometheus needs no webhook CA.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -77,6 +80,7 @@ impl ServeConfig {
             tls_handshake_timeout: Duration::from_secs(5),
             max_body_bytes: DEFAULT_MAX_BODY,
             client_ca: None,
+            metrics_listen: None,
         }
     }
 }
@@ -104,12 +108,16 @@ struct AppState {
     body_timeout: Duration,
     shutting_down: Arc<AtomicBool>,
     require_client_cert: bool,
+    /// `claimguard_ready`, set at each scrape: what `/readyz` would answer.
+    ready: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A server started by [`start`]: its address and the means to stop it.
 pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
+    /// The plain-HTTP metrics listener (`--metrics-listen`), if any.
+    metrics_server: Option<(SocketAddr, ServerHandle)>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     reloader: tokio::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
@@ -125,6 +133,11 @@ impl RunningServer {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The bound plain-HTTP metrics address (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(a, _)| *a)
     }
 
     /// Graceful shutdown: `/readyz` turns 503 at once, requests keep being
@@ -147,6 +160,9 @@ impl RunningServer {
             }
         };
         self.reloader.abort();
+        if let Some((_, h)) = &self.metrics_server {
+            h.stop(false).await;
+        }
         res.map_err(|e| ServerError::Join(e.to_string()))?
             .map_err(ServerError::Io)
     }
@@ -199,6 +215,12 @@ pub async fn start_with_metrics(
     let addr = listener.local_addr()?;
 
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let ready = prometheus_client::metrics::gauge::Gauge::default();
+    metrics.register(
+        "claimguard_ready",
+        "1 when this replica answers /readyz with 200 (cluster view synced, not shutting down)",
+        ready.clone(),
+    );
     let state = web::Data::new(AppState {
         engine,
         metrics: Arc::clone(&metrics),
@@ -206,7 +228,12 @@ pub async fn start_with_metrics(
         body_timeout: config.request_timeout,
         shutting_down: Arc::clone(&shutting_down),
         require_client_cert: client_ca.is_some(),
+        ready,
     });
+    let metrics_server = match config.metrics_listen {
+        Some(listen) => Some(start_metrics_listener(listen, state.clone())?),
+        None => None,
+    };
 
     let mut server = HttpServer::new(move || {
         App::new()
@@ -240,6 +267,7 @@ pub async fn start_with_metrics(
     Ok(RunningServer {
         addr,
         handle,
+        metrics_server,
         task,
         reloader,
         metrics,
@@ -506,21 +534,62 @@ async fn healthz() -> HttpResponse {
     plain(actix_web::http::StatusCode::OK, "ok")
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    use actix_web::http::StatusCode;
+/// What `/readyz` answers: `None` when ready, else why not.
+fn not_ready(state: &AppState) -> Option<&'static str> {
     if state.shutting_down.load(Ordering::SeqCst) {
-        plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        Some("shutting down")
     } else if state.engine.cluster().is_synced() {
-        plain(StatusCode::OK, "ok")
+        None
     } else {
-        plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cluster view not synced yet",
-        )
+        Some("cluster view not synced yet")
     }
 }
 
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    match not_ready(&state) {
+        None => plain(StatusCode::OK, "ok"),
+        Some(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// `--metrics-listen`: `/metrics` and the probes over plain HTTP, one worker,
+/// sharing the webhook's state. Stopped with the webhook.
+fn start_metrics_listener(
+    listen: SocketAddr,
+    state: web::Data<AppState>,
+) -> Result<(SocketAddr, ServerHandle), ServerError> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(metrics_endpoint))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .default_service(web::to(|| async {
+                plain(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    "not found; this port serves GET /metrics, /healthz and /readyz",
+                )
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    tracing::info!(%addr, "serving /metrics over plain HTTP");
+    Ok((addr, handle))
+}
+
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    state.ready.set(i64::from(not_ready(&state).is_none()));
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, metrics::CONTENT_TYPE))
         .body(state.metrics.encode())
