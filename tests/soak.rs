@@ -167,7 +167,7 @@ async fn soak(duration: Duration) {
                 );
                 review["request"]["namespace"] = ns.into();
                 review["request"]["object"]["metadata"]["namespace"] = ns.into();
-                review["request"]["dryRun"] = (n % 10 != 0).into();
+                review["request"]["dryRun"] = (!n.is_multiple_of(10)).into();
                 let started = Instant::now();
                 let res = http
                     .post(url(addr, "/validate"))
@@ -220,13 +220,13 @@ async fn soak(duration: Duration) {
                     k8s::pod(
                         ns,
                         &name,
-                        &[(&claim, n % 3 == 0)],
+                        &[(&claim, n.is_multiple_of(3))],
                         Some(&format!("node-{}", n % 5)),
                         "Running",
                     ),
                 );
                 live_pods.push_back((ns.to_string(), name));
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     if let Some((ns, name)) = live_pods.get(live_pods.len() / 2).cloned() {
                         if let Some(mut p) = fake.get(Kind::Pod, &ns, &name) {
                             k8s::set_phase(&mut p, "Succeeded");
@@ -279,7 +279,7 @@ async fn soak(duration: Duration) {
                         std::fs::rename(&tmp, &cert).unwrap();
                     }
                     _ => {
-                        let text = if round % 2 == 0 {
+                        let text = if round.is_multiple_of(2) {
                             "mode: enforce\nrules: {rwo-shared-writer: deny}\n"
                         } else {
                             "mode: audit\n"
