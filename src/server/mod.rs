@@ -6,6 +6,7 @@
 //! engine ever panics.
 
 pub mod metrics;
+mod mutate;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -197,6 +198,7 @@ pub async fn start_with_metrics(
         App::new()
             .app_data(state.clone())
             .route("/validate", web::post().to(validate))
+            .route("/mutate", web::post().to(mutate::mutate))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_endpoint))
