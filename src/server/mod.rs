@@ -483,7 +483,7 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
 async fn not_found() -> HttpResponse {
     plain(
         actix_web::http::StatusCode::NOT_FOUND,
-        "not found; the webhook path is POST /validate",
+        "not found; the webhook paths are POST /validate and POST /mutate",
     )
 }
 
