@@ -281,3 +281,50 @@ async fn unreadable_bodies_are_a_one_line_400() {
         "{metrics}"
     );
 }
+
+/// The example in docs/colocate.md: a backup Job's pod (generateName, pod
+/// annotation opt-in, read-only mount) against the dev cluster
+/// `examples/cluster.yaml`, where writer-a holds `shared-data` on worker-1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_example_is_pinned_next_to_its_writer() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let state = claimguard::cluster::load_snapshot(&[root.join("examples/cluster.yaml")])
+        .expect("dev cluster loads");
+    let t = TestServer::start(Arc::new(Engine::new(
+        claimguard::policy::Policy::default(),
+        Arc::new(claimguard::cluster::SharedCluster::stored(state)),
+    )))
+    .await;
+    let review: Value =
+        serde_json::from_str(include_str!("../examples/admission/colocate-pinned.json")).unwrap();
+    let out = post(&t, "/mutate", &review).await;
+    let resp = &out["response"];
+    assert_eq!(resp["uid"], review["request"]["uid"], "{out}");
+    let w = resp["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.starts_with("[colocate] pinned to node worker-1")
+            && w.contains("\"shared-data\"")
+            && w.contains("shop/writer-a"),
+        "{out}"
+    );
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(resp)).unwrap();
+    let node_affinity = &pod["spec"]["affinity"]["nodeAffinity"];
+    assert_eq!(
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"],
+        json!({"nodeSelectorTerms": [{"matchFields": [pin()]}]})
+    );
+    assert_eq!(
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"],
+        review["request"]["object"]["spec"]["affinity"]["nodeAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"]
+    );
+    let mut validate = review.clone();
+    validate["request"]["object"] = pod;
+    let out = post(&t, "/validate", &validate).await;
+    assert_eq!(
+        out["response"],
+        json!({"uid": review["request"]["uid"], "allowed": true}),
+        "a read-only user pinned next to the writer: nothing to say"
+    );
+}

@@ -625,3 +625,37 @@ fn an_unreadable_view_patches_nothing() {
     assert_eq!(u.reason(), "lookup-error");
     assert!(u.to_string().contains("not synced"), "{u}");
 }
+
+#[test]
+fn the_namespace_label_follows_the_namespace() {
+    let mut s = state(&[]);
+    let p = pod_in("plain", "new", &[("data", false)]);
+    let run = |s: &ClusterState| decide_with(&Policy::default(), s, Operation::Create, &p);
+    assert_eq!(run(&s), Decision::Unchanged(Unchanged::NotOptedIn));
+    s.apply_object(&obj(&namespace(
+        "plain",
+        json!({"claimguard.io/colocate": "true"}),
+    )));
+    assert!(matches!(run(&s), Decision::Pin(_)), "labelled");
+    // Any other value is not an opt-in.
+    s.apply_object(&obj(&namespace(
+        "plain",
+        json!({"claimguard.io/colocate": "yes"}),
+    )));
+    assert_eq!(run(&s), Decision::Unchanged(Unchanged::NotOptedIn));
+    s.apply_object(&obj(&namespace(
+        "plain",
+        json!({"claimguard.io/colocate": "true"}),
+    )));
+    s.delete_namespace("plain");
+    assert_eq!(run(&s), Decision::Unchanged(Unchanged::NotOptedIn));
+}
+
+#[test]
+fn the_policy_key_is_a_boolean() {
+    assert!(!Policy::default().colocate);
+    assert!(Policy::parse("colocate: true").unwrap().colocate);
+    assert!(!Policy::parse("colocate: false").unwrap().colocate);
+    let e = Policy::parse("colocate: everywhere").unwrap_err();
+    assert!(e.contains("colocate") && !e.contains('\n'), "{e}");
+}
