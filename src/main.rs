@@ -49,7 +49,7 @@ enum AuditOutput {
 #[derive(Subcommand)]
 enum Command {
     /// The webhook server: AdmissionReview v1 on POST /validate over TLS,
-    /// /healthz, /readyz and /metrics.
+    /// the opt-in co-location webhook on POST /mutate, /healthz, /readyz and /metrics.
     Serve(ServeArgs),
     /// Evaluate manifests offline, in order, as if applied one by one to the
     /// cluster state, and print what `kubectl apply` would print.

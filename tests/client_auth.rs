@@ -106,6 +106,14 @@ async fn only_the_api_servers_certificate_gets_decisions() {
         body.contains("/validate needs a client certificate"),
         "{body}"
     );
+    let mutate = anonymous
+        .post(t.url("/mutate"))
+        .header("content-type", "application/json")
+        .body(pod_review("1b0e5a8c-0000-4000-8000-000000000002", "web", "data").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mutate.status(), 401, "/mutate decides too");
     for path in ["/healthz", "/readyz", "/metrics"] {
         let resp = anonymous.get(t.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path} must stay open to probes");

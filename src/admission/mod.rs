@@ -1,8 +1,10 @@
 //! The request path: AdmissionReview in, decision (with reservation) under
 //! the cluster lock, AdmissionReview out.
 
+mod mutate;
 mod review;
 
+pub use mutate::{mutation_body, Mutated, MutationSummary};
 pub use review::{parse_request, response_body, AdmissionRequest, ReviewError, API_VERSION};
 
 use crate::cluster::{
@@ -100,6 +102,9 @@ impl ClusterView for RequestView<'_> {
     }
     fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError> {
         self.state.namespace_mode(namespace)
+    }
+    fn namespace_colocates(&self, namespace: &str) -> Result<bool, LookupError> {
+        self.state.namespace_colocates(namespace)
     }
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>> {
         self.state.storage_class(name)

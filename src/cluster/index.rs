@@ -562,6 +562,8 @@ pub struct ClusterState {
     volumes: HashMap<VolumeName, AccessModes>,
     classes: HashMap<Box<str>, ClassEntry>,
     namespaces: HashMap<Box<str>, Option<NamespaceMode>>,
+    /// Namespaces labelled `claimguard.io/colocate: "true"` (usually few).
+    colocate_namespaces: HashSet<Box<str>>,
     reservations: VecDeque<(Instant, Key)>,
     /// The live deadline of each reserved pod. A queue entry ends a
     /// reservation only when its deadline is this one: a pod reserved, shown
@@ -1018,10 +1020,23 @@ impl ClusterState {
             .and_then(|v| NamespaceMode::from_label(v));
         self.namespaces
             .insert(ns.metadata.name.as_str().into(), mode);
+        if ns
+            .metadata
+            .labels
+            .get(super::COLOCATE_LABEL)
+            .map(String::as_str)
+            == Some("true")
+        {
+            self.colocate_namespaces
+                .insert(ns.metadata.name.as_str().into());
+        } else {
+            self.colocate_namespaces.remove(ns.metadata.name.as_str());
+        }
     }
 
     pub fn delete_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
+        self.colocate_namespaces.remove(name);
     }
 
     pub fn namespace_names(&self) -> Vec<String> {
@@ -1174,6 +1189,10 @@ impl ClusterView for ClusterState {
 
     fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError> {
         Ok(self.namespaces.get(namespace).copied().flatten())
+    }
+
+    fn namespace_colocates(&self, namespace: &str) -> Result<bool, LookupError> {
+        Ok(self.colocate_namespaces.contains(namespace))
     }
 
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>> {

@@ -27,6 +27,9 @@ pub enum NamespaceMode {
 
 pub const MODE_LABEL: &str = "claimguard.io/mode";
 
+/// Namespace label (and pod annotation) that opts into co-location (`/mutate`).
+pub const COLOCATE_LABEL: &str = "claimguard.io/colocate";
+
 impl NamespaceMode {
     pub fn from_label(v: &str) -> Option<NamespaceMode> {
         match v {
@@ -71,6 +74,10 @@ pub trait ClusterView {
     /// Pods that use the claim now (not Succeeded/Failed), reservations included.
     fn consumers(&self, namespace: &str, claim: &str) -> Result<Vec<Consumer<'_>>, LookupError>;
     fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError>;
+    /// Whether the namespace carries `claimguard.io/colocate: "true"`.
+    fn namespace_colocates(&self, _namespace: &str) -> Result<bool, LookupError> {
+        Ok(false)
+    }
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>>;
     fn default_storage_class(&self) -> Option<StorageClassFacts<'_>>;
 }

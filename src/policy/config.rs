@@ -116,6 +116,7 @@ struct PolicyFile {
     exempt_namespaces: Option<Vec<String>>,
     block_only_provisioners: Option<Vec<String>>,
     on_lookup_error: Option<OnLookupError>,
+    colocate: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +135,9 @@ pub struct Policy {
     pub exempt_namespaces: Vec<String>,
     pub block_only_provisioners: Vec<String>,
     pub on_lookup_error: OnLookupError,
+    /// `colocate: true`: co-location (`POST /mutate`) in every namespace that
+    /// is not exempt, without the namespace label or pod annotation.
+    pub colocate: bool,
 }
 
 pub const DEFAULT_BLOCK_ONLY_PROVISIONERS: [&str; 6] = [
@@ -156,6 +160,7 @@ impl Default for Policy {
                 .map(|s| s.to_string())
                 .collect(),
             on_lookup_error: OnLookupError::Allow,
+            colocate: false,
         }
     }
 }
@@ -208,6 +213,9 @@ impl Policy {
         }
         if let Some(o) = file.on_lookup_error {
             p.on_lookup_error = o;
+        }
+        if let Some(c) = file.colocate {
+            p.colocate = c;
         }
         Ok(p)
     }

@@ -1,6 +1,7 @@
 //! The pure policy core: an object and a read-only cluster view in, a
 //! verdict out. No I/O, no async, no clock.
 
+pub mod colocate;
 mod config;
 pub mod message;
 mod rules;

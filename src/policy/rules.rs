@@ -7,7 +7,7 @@ use crate::cluster::{pod_claims, AccessModes, ClusterView, Consumer, LookupError
 use crate::objects::{self, IntOrString, Kind, ObjectMeta, PodSpec, Workload};
 
 pub const ALLOW_SHARED_WRITERS: &str = "claimguard.io/allow-shared-writers";
-const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+pub(super) const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 fn lookup_finding(claim: &str, e: &LookupError, policy: &Policy) -> RawFinding {
     let outcome = match policy.action(Rule::LookupError) {
@@ -45,7 +45,7 @@ fn claim_modes(
 }
 
 /// Does this pod conflict with itself? Same uid, or same namespace/name.
-fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
+pub(super) fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
     if let (Some(a), Some(b)) = (c.uid, meta.uid.as_deref()) {
         if !b.is_empty() && a.matches(b) {
             return true;
@@ -55,10 +55,10 @@ fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
 }
 
 /// Where a pod may run, as far as hostnames go.
-struct Pin<'a>(&'a PodSpec);
+pub(super) struct Pin<'a>(pub(super) &'a PodSpec);
 
 impl Pin<'_> {
-    fn allows(&self, node: &str) -> bool {
+    pub(super) fn allows(&self, node: &str) -> bool {
         let s = self.0;
         if let Some(n) = s.node_name.as_deref().filter(|n| !n.is_empty()) {
             if n != node {

@@ -7,6 +7,7 @@
 
 pub mod client_auth;
 pub mod metrics;
+mod mutate;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -239,6 +240,7 @@ pub async fn start_with_metrics(
         App::new()
             .app_data(state.clone())
             .route("/validate", web::post().to(validate))
+            .route("/mutate", web::post().to(mutate::mutate))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_endpoint))
@@ -598,7 +600,7 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
 async fn not_found() -> HttpResponse {
     plain(
         actix_web::http::StatusCode::NOT_FOUND,
-        "not found; the webhook path is POST /validate",
+        "not found; the webhook paths are POST /validate and POST /mutate",
     )
 }
 
