@@ -126,17 +126,22 @@ impl Engine {
             .unwrap_or_else(|| req.namespace.clone());
         let operation = Operation::parse(&req.operation);
         let not_ready = !self.cluster.is_synced();
-        // Live GETs only for a pod creation that may be pinned.
-        let lookups = if not_ready || operation != Operation::Create {
-            Lookups::default()
-        } else {
-            self.fetch_missing(&namespace, object).await
-        };
         let request = Request {
             operation,
             namespace: &namespace,
             object,
             old_object: None,
+        };
+        // Live GETs only for a pod creation that may be pinned: the second
+        // webhook sends the pods of every namespace.
+        let applies = !not_ready && {
+            let state = self.cluster.read();
+            colocate::applies(&policy, &request, &*state)
+        };
+        let lookups = if applies {
+            self.fetch_missing(&namespace, object).await
+        } else {
+            Lookups::default()
         };
         let decision = {
             let state = self.cluster.read();
@@ -249,6 +254,61 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl crate::cluster::ClaimFetcher for Counting {
+        fn fetch(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> futures::future::BoxFuture<
+            'static,
+            Result<Option<crate::objects::PersistentVolumeClaim>, String>,
+        > {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let pvc =
+                serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace},
+                "spec": {"accessModes": ["ReadWriteOnce"]}}))
+                .unwrap();
+            Box::pin(async move { Ok(Some(pvc)) })
+        }
+    }
+
+    /// A claim the watch has not shown yet is fetched live, but only for a
+    /// pod that co-location applies to: the second webhook sends every pod.
+    #[tokio::test]
+    async fn claims_are_fetched_only_for_opted_in_pods() {
+        let e = engine();
+        {
+            let mut state = e.cluster().write();
+            for ns in ["colo", "plain"] {
+                let late: crate::objects::Pod = serde_json::from_value(json!({
+                    "metadata": {"name": "holder", "namespace": ns, "uid": format!("uid-{ns}")},
+                    "spec": {"nodeName": "worker-7", "containers": [{"name": "c"}],
+                             "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}]}}))
+                .unwrap();
+                state.apply_pod(&late);
+            }
+        }
+        let fetcher = Arc::new(Counting(Default::default()));
+        e.cluster().set_fetcher(fetcher.clone());
+        let body = |ns: &str| {
+            let (_, b) = review("CREATE", false);
+            let s = String::from_utf8(b)
+                .unwrap()
+                .replace("\"claimName\":\"data\"", "\"claimName\":\"late\"")
+                .replace("\"colo\"", &format!("\"{ns}\""));
+            s.into_bytes()
+        };
+        let m = e.mutate(&body("plain")).await.unwrap();
+        assert_eq!(m.summary.reason, "not-opted-in");
+        assert_eq!(fetcher.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let m = e.mutate(&body("colo")).await.unwrap();
+        assert_eq!(m.summary.reason, "pinned", "{}", m.summary.detail);
+        assert_eq!(m.summary.pinned_to.as_deref(), Some("worker-7"));
+        assert_eq!(fetcher.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -187,11 +187,18 @@ pub fn decide(policy: &Policy, req: &Request<'_>, view: &dyn ClusterView) -> Dec
     }
 }
 
-fn decide_inner(
+/// Whether the request is a pod creation that co-location applies to at all
+/// (opted in, namespace not skipped), before any claim is looked at. The
+/// driver uses it to skip live claim look-ups for the pods of other namespaces.
+pub fn applies(policy: &Policy, req: &Request<'_>, view: &dyn ClusterView) -> bool {
+    precheck(policy, req, view).is_ok()
+}
+
+fn precheck<'r>(
     policy: &Policy,
-    req: &Request<'_>,
+    req: &Request<'r>,
     view: &dyn ClusterView,
-) -> Result<Pinned, Unchanged> {
+) -> Result<(&'r objects::Pod, OptIn), Unchanged> {
     let Object::Pod(pod) = req.object else {
         return Err(Unchanged::NotAPodCreate);
     };
@@ -210,6 +217,16 @@ fn decide_inner(
         Err(e) => return Err(Unchanged::Lookup(e.to_string())),
     }
     let opt_in = opt_in(policy, ns, pod, view)?.ok_or(Unchanged::NotOptedIn)?;
+    Ok((pod, opt_in))
+}
+
+fn decide_inner(
+    policy: &Policy,
+    req: &Request<'_>,
+    view: &dyn ClusterView,
+) -> Result<Pinned, Unchanged> {
+    let (pod, opt_in) = precheck(policy, req, view)?;
+    let ns = req.namespace;
     let Some(spec) = &pod.spec else {
         return Err(Unchanged::NoSingleNodeClaim);
     };
