@@ -53,20 +53,37 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether kubectl can run here; false (and a note) when it is missing and not required.
-fn have_kubectl() -> bool {
-    let ok = Command::new("kubectl")
-        .args(["version", "--client"])
-        .stdout(Stdio::null())
+/// The minor version of the kubectl on the PATH, if it runs.
+fn kubectl_minor() -> Option<u32> {
+    let out = Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let minor = v["clientVersion"]["minor"].as_str()?;
+    minor.trim_end_matches('+').parse().ok()
+}
+
+/// kustomize v5 (for `labels:`), `--dry-run=server` and today's output wording.
+const MIN_KUBECTL_MINOR: u32 = 27;
+
+/// Whether a recent enough kubectl can run here; false (and a note) when it cannot and
+/// `CLAIMGUARD_REQUIRE_KUBECTL` is not set.
+fn have_kubectl() -> bool {
+    let minor = kubectl_minor();
+    let ok = minor.is_some_and(|m| m >= MIN_KUBECTL_MINOR);
     if !ok {
+        let why = match minor {
+            None => "kubectl not found".to_string(),
+            Some(m) => format!("kubectl 1.{m} is older than 1.{MIN_KUBECTL_MINOR}"),
+        };
         assert!(
             std::env::var_os("CLAIMGUARD_REQUIRE_KUBECTL").is_none(),
-            "kubectl is required (CLAIMGUARD_REQUIRE_KUBECTL is set) but not on the PATH"
+            "CLAIMGUARD_REQUIRE_KUBECTL is set but {why}"
         );
-        eprintln!("note: kubectl not found; skipping the kubectl tests");
+        eprintln!("note: {why}; skipping the kubectl tests");
     }
     ok
 }
@@ -684,15 +701,16 @@ async fn deployment_replicas_denied(s: &Suite) {
     namespace_with_claim(s, "apps", "state", "ReadWriteOncePod").await;
     s.file("app.yaml", &deployment_yaml("app", "state", 3, "Recreate"));
     let r = apply(s, "apps", "app.yaml").await;
-    assert_eq!(r.code, 1, "{r:?}");
-    let err = r.err();
-    assert_eq!(err.len(), 1, "{r:?}");
-    assert!(
-        err[0].starts_with("Error from server (Forbidden): error when creating \"app.yaml\": admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] "),
-        "{}",
-        err[0]
+    assert_run(
+        &r,
+        1,
+        &[],
+        &["Error from server (Forbidden): error when creating \"app.yaml\": admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] Deployment \"app\" runs 3 replicas but PersistentVolumeClaim \"state\" is ReadWriteOncePod: only one pod can ever use it and the rest stay Pending; set replicas: 1, or use a StatefulSet with volumeClaimTemplates"],
     );
-    assert!(err[0].contains("\"state\""), "names the claim: {}", err[0]);
+    assert!(s
+        .standin
+        .get("apps", "deployments", "apps", "app")
+        .is_none());
 
     s.note("One replica with strategy Recreate is fine; scaling it up by `kubectl apply` is not.");
     s.file("app.yaml", &deployment_yaml("app", "state", 1, "Recreate"));
@@ -705,15 +723,27 @@ async fn deployment_replicas_denied(s: &Suite) {
     s.file("app.yaml", &deployment_yaml("app", "state", 2, "Recreate"));
     s.standin.chain().clear_calls();
     let r = apply(s, "apps", "app.yaml").await;
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.err().first().is_some_and(|l| l.starts_with("Error from server (Forbidden): error when applying patch:")
-            || l.contains("admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas]")),
-        "{r:?}"
+    // kubectl's own wording for a failed patch: the patch, the target, then the error.
+    let err = r.err();
+    assert_eq!((r.code, r.out().len(), err.len()), (1, 0, 6), "{r:?}");
+    assert_eq!(
+        err[0],
+        "Error from server (Forbidden): error when applying patch:"
     );
     assert!(
-        r.stderr.contains("admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas]"),
-        "{r:?}"
+        err[1].ends_with(r#""spec":{"replicas":2}}"#),
+        "the patch: {}",
+        err[1]
+    );
+    assert_eq!(err[2], "to:");
+    assert_eq!(
+        err[3],
+        "Resource: \"apps/v1, Resource=deployments\", GroupVersionKind: \"apps/v1, Kind=Deployment\""
+    );
+    assert_eq!(err[4], "Name: \"app\", Namespace: \"apps\"",);
+    assert_eq!(
+        err[5],
+        "for: \"app.yaml\": error when patching \"app.yaml\": admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] Deployment \"app\" runs 2 replicas but PersistentVolumeClaim \"state\" is ReadWriteOncePod: only one pod can ever use it and the rest stay Pending; set replicas: 1, or use a StatefulSet with volumeClaimTemplates"
     );
     let reviews = s.reviews_for("apps", "app");
     assert_eq!(reviews.len(), 1, "{reviews:?}");
@@ -1077,6 +1107,27 @@ async fn write_transcript() {
         md.push_str("```\n");
     }
     std::fs::write(repo().join(path), md).expect("write the transcript");
+}
+
+/// The README's first console block is taken from the transcript, line for line.
+#[test]
+fn readme_console_block_is_from_the_transcript() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let transcript =
+        std::fs::read_to_string(repo().join("docs/kubectl.md")).expect("docs/kubectl.md");
+    let block = readme
+        .split("```console\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("README.md has a console block");
+    let lines: Vec<&str> = transcript.lines().collect();
+    let mut at = 0;
+    for l in block.lines() {
+        match lines[at..].iter().position(|t| *t == l) {
+            Some(i) => at += i + 1,
+            None => panic!("README console line not in docs/kubectl.md (in order): {l}"),
+        }
+    }
 }
 
 const TRANSCRIPT_HEAD: &str = "# kubectl with claimguard: a transcript

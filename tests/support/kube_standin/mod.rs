@@ -553,6 +553,8 @@ fn attributes(r: &Resource, ns: &str, name: &str, operation: &'static str) -> At
     }
 }
 
+// The error is the answer to send; this is test support, not a hot path.
+#[allow(clippy::result_large_err)]
 fn rejected(o: Outcome) -> Result<(Option<Value>, Vec<String>), HttpResponse> {
     match o.result {
         Ok(obj) => Ok((obj, o.warnings)),
@@ -679,6 +681,7 @@ async fn create(st: &State, t: &Target, q: &HashMap<String, String>, body: &[u8]
 }
 
 /// Apply a PATCH body of `content_type` to `current`, or take a PUT body as is.
+#[allow(clippy::result_large_err)]
 fn patched(
     current: &Value,
     body: &[u8],
