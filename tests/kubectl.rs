@@ -147,11 +147,13 @@ enum Backend {
     Claimguard,
     /// The Service routes to a closed port: claimguard is down.
     Down,
+    /// The Service routes to a port that accepts connections and never answers.
+    Stalled,
 }
 
 struct Options {
     backend: Backend,
-    /// Override every webhook's failurePolicy (as `kubectl patch` would).
+    /// Override the failurePolicy of the validating webhooks (as `kubectl patch` would).
     failure_policy: Option<&'static str>,
     /// Add `deployments/scale` to the workloads webhook's rules when it lacks it.
     scale_rule: bool,
@@ -217,7 +219,9 @@ impl Suite {
             if !kind.ends_with("WebhookConfiguration") {
                 continue;
             }
-            if kind == "ValidatingWebhookConfiguration" && d["metadata"]["name"] == "claimguard" {
+            let validating =
+                kind == "ValidatingWebhookConfiguration" && d["metadata"]["name"] == "claimguard";
+            if validating {
                 json_patch::patch(d, &patch).expect(
                     "certs/cabundle-patch.json applies to the rendered ValidatingWebhookConfiguration",
                 );
@@ -226,7 +230,8 @@ impl Suite {
                 if w["clientConfig"]["caBundle"].is_null() {
                     w["clientConfig"]["caBundle"] = json!(ca_b64);
                 }
-                if let Some(fp) = opts.failure_policy {
+                // `kubectl patch validatingwebhookconfiguration claimguard` (docs/install.md).
+                if let Some(fp) = opts.failure_policy.filter(|_| validating) {
                     w["failurePolicy"] = json!(fp);
                 }
                 let has_scale = w["rules"].as_array().into_iter().flatten().any(|r| {
@@ -282,6 +287,19 @@ impl Suite {
 
         let (claimguard, backend) = match opts.backend {
             Backend::Down => (None, free_addr()),
+            Backend::Stalled => {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = l.local_addr().expect("addr");
+                tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    while let Ok((conn, _)) = l.accept().await {
+                        held.push(conn);
+                    }
+                });
+                (None, addr)
+            }
             Backend::Claimguard => {
                 let cg_kubeconfig = dir.path().join("claimguard-kubeconfig");
                 write_kubeconfig(&cg_kubeconfig, &api.url());
@@ -410,16 +428,18 @@ impl Suite {
         std::mem::take(&mut *self.transcript.lock().unwrap())
     }
 
-    /// The AdmissionReviews sent about `namespace/name`.
-    fn reviews_for(&self, namespace: &str, name: &str) -> Vec<(String, Value)> {
+    /// The AdmissionReviews `webhook` was sent about `namespace/name`.
+    fn reviews(&self, webhook: &str, namespace: &str, name: &str) -> Vec<Value> {
         self.standin
             .chain()
             .calls()
             .into_iter()
             .filter(|c| {
-                c.review["request"]["namespace"] == namespace && c.review["request"]["name"] == name
+                c.webhook == webhook
+                    && c.review["request"]["namespace"] == namespace
+                    && c.review["request"]["name"] == name
             })
-            .map(|c| (c.webhook, c.review))
+            .map(|c| c.review)
             .collect()
     }
 
@@ -580,11 +600,9 @@ async fn conflicting_pod_denied(s: &Suite) {
         "a denied pod is not stored"
     );
     // What the chain sent for pod-b: a CREATE as the API server sends it.
-    let reviews = s.reviews_for("shop", "pod-b");
-    assert_eq!(reviews.len(), 1, "one webhook matched: {reviews:?}");
-    let (webhook, review) = &reviews[0];
-    assert_eq!(webhook, "pods.claimguard.io");
-    let req = &review["request"];
+    let reviews = s.reviews("pods.claimguard.io", "shop", "pod-b");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    let req = &reviews[0]["request"];
     assert_eq!(req["operation"], "CREATE");
     assert_eq!(req["dryRun"], false);
     assert_eq!(req["oldObject"], Value::Null);
@@ -655,10 +673,10 @@ async fn server_dry_run(s: &Suite) {
         ])
         .await;
     assert_run(&r, 0, &["pod/db-0 created (server dry run)"], &[]);
-    let reviews = s.reviews_for("dry", "db-0");
+    let reviews = s.reviews("pods.claimguard.io", "dry", "db-0");
     assert_eq!(reviews.len(), 1);
-    assert_eq!(reviews[0].1["request"]["dryRun"], true);
-    assert_eq!(reviews[0].1["request"]["options"]["dryRun"], json!(["All"]));
+    assert_eq!(reviews[0]["request"]["dryRun"], true);
+    assert_eq!(reviews[0]["request"]["options"]["dryRun"], json!(["All"]));
     let r = s
         .kubectl(&["get", "pod", "db-0", "-n", "dry", "-o", "name"])
         .await;
@@ -745,9 +763,9 @@ async fn deployment_replicas_denied(s: &Suite) {
         err[5],
         "for: \"app.yaml\": error when patching \"app.yaml\": admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] Deployment \"app\" runs 2 replicas but PersistentVolumeClaim \"state\" is ReadWriteOncePod: only one pod can ever use it and the rest stay Pending; set replicas: 1, or use a StatefulSet with volumeClaimTemplates"
     );
-    let reviews = s.reviews_for("apps", "app");
+    let reviews = s.reviews("workloads.claimguard.io", "apps", "app");
     assert_eq!(reviews.len(), 1, "{reviews:?}");
-    let req = &reviews[0].1["request"];
+    let req = &reviews[0]["request"];
     assert_eq!(req["operation"], "UPDATE");
     assert_eq!(req["options"]["kind"], "UpdateOptions");
     assert_eq!(req["oldObject"]["spec"]["replicas"], 1);
@@ -817,7 +835,7 @@ async fn mode_off_namespace_not_sent(s: &Suite) {
         .chain()
         .calls()
         .into_iter()
-        .filter(|c| c.review["request"]["namespace"] == "scratch")
+        .filter(|c| !c.mutating && c.review["request"]["namespace"] == "scratch")
         .count();
     assert_eq!(
         sent, 0,
@@ -873,17 +891,17 @@ async fn scale_denied(s: &Suite) {
         "{}",
         err[0]
     );
-    let reviews = s.reviews_for("scaling", "writer");
+    let reviews = s.reviews("workloads.claimguard.io", "scaling", "writer");
     let scale = reviews
         .iter()
-        .find(|(_, r)| r["request"]["subResource"] == "scale")
+        .find(|r| r["request"]["subResource"] == "scale")
         .expect("a review for deployments/scale");
     assert_eq!(
-        scale.1["request"]["kind"],
+        scale["request"]["kind"],
         json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
     );
-    assert_eq!(scale.1["request"]["oldObject"]["spec"]["replicas"], 1);
-    assert_eq!(scale.1["request"]["object"]["spec"]["replicas"], 3);
+    assert_eq!(scale["request"]["oldObject"]["spec"]["replicas"], 1);
+    assert_eq!(scale["request"]["object"]["spec"]["replicas"], 3);
     let stored = s
         .standin
         .get("apps", "deployments", "scaling", "writer")
@@ -914,12 +932,11 @@ async fn scale_review_shape(s: &Suite) {
         .kubectl(&["scale", "deployment/media", "--replicas=3", "-n", "shared"])
         .await;
     assert_run(&r, 0, &["deployment.apps/media scaled"], &[]);
-    let reviews = s.reviews_for("shared", "media");
-    let (webhook, review) = reviews
+    let reviews = s.reviews("workloads.claimguard.io", "shared", "media");
+    let review = reviews
         .iter()
-        .find(|(_, r)| r["request"]["subResource"] == "scale")
+        .find(|r| r["request"]["subResource"] == "scale")
         .expect("a review for deployments/scale");
-    assert_eq!(webhook, "workloads.claimguard.io");
     let req = &review["request"];
     assert_eq!(req["operation"], "UPDATE");
     assert_eq!(
@@ -955,7 +972,9 @@ async fn down_ignore(s: &Suite) {
     s.file("lonely.yaml", &pod_yaml("lonely", "data", None));
     let r = apply(s, "outage", "lonely.yaml").await;
     assert_run(&r, 0, &["pod/lonely created"], &[]);
-    let calls = s.standin.chain().calls();
+    let calls: Vec<_> = (s.standin.chain().calls().into_iter())
+        .filter(|c| c.webhook == "pods.claimguard.io")
+        .collect();
     assert_eq!(calls.len(), 1, "the webhook was called: {calls:?}");
     let err = calls[0].answer.as_ref().expect_err("the call failed");
     assert!(err.ends_with("connect: connection refused"), "{err}");
@@ -973,6 +992,28 @@ async fn down_fail(s: &Suite) {
         1,
         &[],
         &["Error from server (InternalError): error when creating \"lonely.yaml\": Internal error occurred: failed calling webhook \"pods.claimguard.io\": failed to call webhook: Post \"https://claimguard.claimguard-system.svc:443/validate?timeout=3s\": dial tcp 127.0.0.1:PORT: connect: connection refused"],
+    );
+    assert!(s.api.get(Kind::Pod, "outage", "lonely").is_none());
+}
+
+/// claimguard accepts connections but never answers: the API server gives up after the
+/// webhook's timeoutSeconds (3 s in the manifests) and, with `Fail`, refuses the pod.
+async fn stalled_fail(s: &Suite) {
+    s.note("claimguard hangs; after timeoutSeconds (3 s) failurePolicy: Fail refuses the pod.");
+    create_namespace(s, "outage").await;
+    s.file("lonely.yaml", &pod_yaml("lonely", "data", None));
+    let t = Instant::now();
+    let r = apply(s, "outage", "lonely.yaml").await;
+    let took = t.elapsed();
+    assert_run(
+        &r,
+        1,
+        &[],
+        &["Error from server (InternalError): error when creating \"lonely.yaml\": Internal error occurred: failed calling webhook \"pods.claimguard.io\": failed to call webhook: Post \"https://claimguard.claimguard-system.svc:443/validate?timeout=3s\": context deadline exceeded"],
+    );
+    assert!(
+        took >= Duration::from_millis(2900),
+        "waited the webhook's 3 s: {took:?}"
     );
     assert!(s.api.get(Kind::Pod, "outage", "lonely").is_none());
 }
@@ -1054,6 +1095,20 @@ async fn claimguard_down_with_failure_policy_fail() {
     })
     .await;
     down_fail(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimguard_stalled_past_timeout_seconds_with_failure_policy_fail() {
+    if !have_kubectl() {
+        return;
+    }
+    let s = Suite::start(Options {
+        backend: Backend::Stalled,
+        failure_policy: Some("Fail"),
+        scale_rule: false,
+    })
+    .await;
+    stalled_fail(&s).await;
 }
 
 /// Rewrites the transcript (docs/kubectl.md by default) from a run of every scenario.

@@ -66,6 +66,7 @@ pub struct Outcome {
 #[derive(Clone, Debug)]
 pub struct Call {
     pub webhook: String,
+    pub mutating: bool,
     pub review: Value,
     /// The response body, or the error that made the call fail.
     pub answer: Result<Value, String>,
@@ -561,6 +562,7 @@ impl Chain {
                 let answer = self.call(w, &review).await;
                 self.calls.lock().unwrap().push(Call {
                     webhook: w.name.clone(),
+                    mutating: w.mutating,
                     review: review.clone(),
                     answer: answer.clone(),
                 });
