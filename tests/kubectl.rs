@@ -1151,6 +1151,18 @@ async fn write_transcript() {
         "claimguard down, failurePolicy: Fail".into(),
         s.take_transcript(),
     ));
+    drop(s);
+    let s = Suite::start(Options {
+        backend: Backend::Stalled,
+        failure_policy: Some("Fail"),
+        scale_rule: false,
+    })
+    .await;
+    stalled_fail(&s).await;
+    sections.push((
+        "claimguard hangs past timeoutSeconds, failurePolicy: Fail".into(),
+        s.take_transcript(),
+    ));
 
     let mut md = String::from(TRANSCRIPT_HEAD);
     for (title, lines) in sections {
@@ -1202,5 +1214,7 @@ as a `Warning: 299 - \"<text>\"` header, which kubectl prints as `Warning: <text
 claimguard watches the pods, claims and namespaces that kubectl creates, as in a
 cluster. Lines starting with `#` are comments; `127.0.0.1:PORT` stands for the
 Service's endpoint. `--validate=false` is there because the stand-in serves no
-OpenAPI document.
+OpenAPI document. \"Down\" is an endpoint whose port is closed; in a cluster where
+no replica is ready the API server says `no endpoints available for service
+\"claimguard\"` instead, with the same outcome.
 ";

@@ -637,3 +637,204 @@ fn apply_patch(a: &mut Attributes, b64: &str, patch_type: &Value) -> Result<(), 
         .ok_or("a patch for a request without object")?;
     json_patch::patch(obj, &patch).map_err(|e| format!("the patch does not apply: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(resource: &str, sub: &str, namespace: &str, operation: &'static str) -> Attributes {
+        let group = match resource {
+            "deployments" | "statefulsets" => "apps",
+            _ => "",
+        };
+        Attributes {
+            group: group.into(),
+            version: "v1".into(),
+            resource: resource.into(),
+            sub_resource: sub.into(),
+            kind: (group.into(), "v1".into(), "X".into()),
+            namespace: namespace.into(),
+            name: "x".into(),
+            operation,
+            object: Some(json!({"metadata": {"name": "x", "labels": {"app": "a"}}})),
+            old_object: None,
+            dry_run: false,
+            options: Value::Null,
+        }
+    }
+
+    fn config(webhook: Value) -> Value {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1",
+               "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "c"},
+               "webhooks": [webhook]})
+    }
+
+    fn hook(rules: Value, extra: Value) -> Webhook {
+        let mut w = json!({"name": "w.example.com", "rules": rules, "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "clientConfig": {"service": {"name": "s", "namespace": "n", "path": "/validate"}}});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            w[k] = v.clone();
+        }
+        webhooks_of(&[config(w)]).expect("parses").remove(0)
+    }
+
+    #[test]
+    fn rules_match_resources_subresources_operations_and_scope() {
+        let rule = |resources: Value, ops: Value, scope: &str| {
+            hook(
+                json!([{"apiGroups": ["", "apps"], "apiVersions": ["v1"], "resources": resources,
+                        "operations": ops, "scope": scope}]),
+                json!({}),
+            )
+        };
+        let none = BTreeMap::new();
+        let m = |w: &Webhook, a: Attributes| w.matches(&a, Some(&none));
+        let pods = rule(json!(["pods"]), json!(["CREATE"]), "Namespaced");
+        assert!(m(&pods, attrs("pods", "", "ns", "CREATE")));
+        assert!(
+            !m(&pods, attrs("pods", "status", "ns", "CREATE")),
+            "pods is not pods/status"
+        );
+        assert!(!m(&pods, attrs("pods", "", "ns", "UPDATE")));
+        assert!(!m(
+            &pods,
+            attrs("persistentvolumeclaims", "", "ns", "CREATE")
+        ));
+        let scale = rule(json!(["deployments/scale"]), json!(["UPDATE"]), "*");
+        assert!(m(&scale, attrs("deployments", "scale", "ns", "UPDATE")));
+        assert!(
+            !m(&scale, attrs("deployments", "", "ns", "UPDATE")),
+            "only the subresource"
+        );
+        assert!(!m(&scale, attrs("statefulsets", "scale", "ns", "UPDATE")));
+        let any_scale = rule(json!(["*/scale"]), json!(["*"]), "*");
+        assert!(m(
+            &any_scale,
+            attrs("statefulsets", "scale", "ns", "UPDATE")
+        ));
+        let star = rule(json!(["*"]), json!(["*"]), "*");
+        assert!(m(&star, attrs("pods", "", "ns", "DELETE")));
+        assert!(
+            !m(&star, attrs("pods", "status", "ns", "UPDATE")),
+            "* has no subresources"
+        );
+        let all = rule(json!(["*/*"]), json!(["*"]), "*");
+        assert!(m(&all, attrs("deployments", "scale", "ns", "UPDATE")));
+        let cluster = rule(json!(["*"]), json!(["*"]), "Cluster");
+        assert!(!m(&cluster, attrs("pods", "", "ns", "CREATE")));
+        assert!(m(&cluster, attrs("namespaces", "", "", "CREATE")));
+    }
+
+    #[test]
+    fn selectors_follow_kubernetes_semantics() {
+        let s = Selector::parse(&json!({"matchLabels": {"a": "1"}, "matchExpressions": [
+            {"key": "mode", "operator": "NotIn", "values": ["off"]},
+            {"key": "team", "operator": "Exists"},
+            {"key": "legacy", "operator": "DoesNotExist"}]}))
+        .expect("parses");
+        let l = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(
+            s.matches(&l(&[("a", "1"), ("team", "x")])),
+            "NotIn matches a missing key"
+        );
+        assert!(!s.matches(&l(&[("a", "1"), ("team", "x"), ("mode", "off")])));
+        assert!(s.matches(&l(&[("a", "1"), ("team", "x"), ("mode", "audit")])));
+        assert!(!s.matches(&l(&[("a", "1")])), "Exists");
+        assert!(!s.matches(&l(&[("a", "1"), ("team", "x"), ("legacy", "")])));
+        assert!(!s.matches(&l(&[("a", "2"), ("team", "x")])));
+        let in_ = Selector::parse(&json!({"matchExpressions": [
+            {"key": "k", "operator": "In", "values": ["v"]}]}))
+        .expect("parses");
+        assert!(!in_.matches(&l(&[])), "In needs the key");
+        assert!(Selector::parse(&json!({"matchExpressions": [
+            {"key": "k", "operator": "Gt", "values": ["1"]}]}))
+        .is_err());
+        assert!(Selector::parse(&Value::Null)
+            .expect("empty")
+            .matches(&l(&[])));
+    }
+
+    #[test]
+    fn namespace_selector_skips_cluster_scoped_objects() {
+        let w = hook(
+            json!([{"apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"], "operations": ["*"]}]),
+            json!({"namespaceSelector": {"matchLabels": {"on": "yes"}}}),
+        );
+        let a = attrs("persistentvolumes", "", "", "CREATE");
+        assert!(
+            w.matches(&a, None),
+            "no namespace: the selector does not apply"
+        );
+        let a = attrs("pods", "", "ns", "CREATE");
+        assert!(!w.matches(&a, Some(&BTreeMap::new())));
+    }
+
+    #[test]
+    fn webhook_defaults_and_refusals() {
+        let w = hook(json!([]), json!({}));
+        assert_eq!(w.failure_policy, FailurePolicy::Fail, "v1 default");
+        assert_eq!(w.timeout, Duration::from_secs(10), "v1 default");
+        assert_eq!(w.url(), "https://s.n.svc:443/validate?timeout=10s");
+        let mut c = config(
+            json!({"name": "w", "rules": [], "admissionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"name": "s", "namespace": "n"}},
+            "matchConditions": [{"name": "x", "expression": "true"}]}),
+        );
+        let err = webhooks_of(std::slice::from_ref(&c)).expect_err("refused");
+        assert!(err.contains("matchConditions"), "{err}");
+        c["webhooks"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("matchConditions");
+        c["webhooks"][0]["admissionReviewVersions"] = json!(["v1beta1"]);
+        assert!(webhooks_of(&[c]).is_err());
+    }
+
+    #[test]
+    fn mutating_configurations_come_first_then_by_name() {
+        let cfg = |kind: &str, name: &str| {
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+                   "metadata": {"name": name}, "webhooks": [{"name": format!("{name}.hook"),
+                   "admissionReviewVersions": ["v1"],
+                   "clientConfig": {"service": {"name": "s", "namespace": "n"}}}]})
+        };
+        let hooks = webhooks_of(&[
+            cfg("ValidatingWebhookConfiguration", "b"),
+            cfg("MutatingWebhookConfiguration", "z"),
+            cfg("ValidatingWebhookConfiguration", "a"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        ])
+        .expect("parses");
+        let ids: Vec<&str> = hooks.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["z/z.hook", "a/a.hook", "b/b.hook"]);
+        assert!(hooks[0].mutating && !hooks[1].mutating);
+    }
+
+    #[test]
+    fn a_base64_json_patch_is_applied_and_a_bad_one_refused() {
+        let mut a = attrs("pods", "", "ns", "CREATE");
+        let patch = r#"[{"op":"add","path":"/spec","value":{"nodeName":"n1"}}]"#;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(patch);
+        apply_patch(&mut a, &b64, &json!("JSONPatch")).expect("applies");
+        assert_eq!(a.object.as_ref().expect("object")["spec"]["nodeName"], "n1");
+        assert!(apply_patch(&mut a, "not base64!", &json!("JSONPatch")).is_err());
+        assert!(apply_patch(&mut a, &b64, &json!("MergePatch")).is_err());
+        let bad = base64::engine::general_purpose::STANDARD
+            .encode(r#"[{"op":"replace","path":"/nope/x","value":1}]"#);
+        assert!(apply_patch(&mut a, &bad, &json!("JSONPatch")).is_err());
+    }
+
+    #[test]
+    fn warnings_become_299_headers_with_quotes_escaped() {
+        assert_eq!(
+            warning_header(r#"[rule] claim "data" \ x"#),
+            r#"299 - "[rule] claim \"data\" \\ x""#
+        );
+    }
+}
