@@ -157,6 +157,9 @@ struct Options {
     failure_policy: Option<&'static str>,
     /// Add `deployments/scale` to the workloads webhook's rules when it lacks it.
     scale_rule: bool,
+    /// Add a test MutatingWebhookConfiguration (Service `mutator`, for namespaces
+    /// labelled `mutate=yes`) served by [`start_mutator`].
+    mutator: bool,
 }
 
 /// One output of kubectl.
@@ -207,6 +210,19 @@ impl Suite {
         };
 
         let mut docs = rendered_manifests();
+        let mutator_certs = opts.mutator.then(|| {
+            let mut o = claimguard::certs::CertsOptions::new(dir.path().join("mutator-certs"));
+            o.service = "mutator".into();
+            claimguard::certs::write_bundle(&o).expect("mutator certs")
+        });
+        if let Some(m) = &mutator_certs {
+            use base64::Engine as _;
+            let ca = std::fs::read(&m.ca_cert).expect("mutator ca.crt");
+            docs.push(mutator_configuration(
+                &base64::engine::general_purpose::STANDARD.encode(ca),
+                &ca_b64,
+            ));
+        }
         // The install steps: the caBundle patch of `claimguard certs` on the validating
         // configuration; any other configuration (mutating overlays) gets the CA as
         // cert-manager's injector would give it.
@@ -355,6 +371,10 @@ impl Suite {
             }
         };
         chain.set_endpoint(SERVICE_NS, SERVICE, backend);
+        if let Some(m) = &mutator_certs {
+            let addr = start_mutator(&m.tls_cert, &m.tls_key);
+            chain.set_endpoint(SERVICE_NS, "mutator", addr);
+        }
         Suite {
             dir,
             api,
@@ -572,6 +592,86 @@ async fn namespace_with_claim(s: &Suite, ns: &str, claim: &str, mode: &str) {
 async fn apply(s: &Suite, ns: &str, file: &str) -> Run {
     s.kubectl(&["apply", "--validate=false", "-n", ns, "-f", file])
         .await
+}
+
+/// A MutatingWebhookConfiguration of the test's own: pods CREATE in namespaces labelled
+/// `mutate=yes`, to the Service `mutator` in claimguard's namespace, with its own CA; and
+/// one with the wrong CA (claimguard's) for namespaces labelled `wrong-ca=yes`.
+fn mutator_configuration(ca_bundle: &str, wrong_ca_bundle: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "test-mutator"},
+        "webhooks": [{
+            "name": "label.test-mutator.example.com",
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                       "operations": ["CREATE"], "scope": "Namespaced"}],
+            "clientConfig": {"service": {"name": "mutator", "namespace": SERVICE_NS,
+                                         "path": "/mutate", "port": 443},
+                             "caBundle": ca_bundle},
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "timeoutSeconds": 3,
+            "failurePolicy": "Fail",
+            "namespaceSelector": {"matchLabels": {"mutate": "yes"}}
+        }, {
+            "name": "wrong-ca.test-mutator.example.com",
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                       "operations": ["CREATE"], "scope": "Namespaced"}],
+            "clientConfig": {"service": {"name": "mutator", "namespace": SERVICE_NS,
+                                         "path": "/mutate", "port": 443},
+                             "caBundle": wrong_ca_bundle},
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "timeoutSeconds": 3,
+            "failurePolicy": "Fail",
+            "namespaceSelector": {"matchLabels": {"wrong-ca": "yes"}}
+        }]
+    })
+}
+
+/// A mutating webhook over TLS (actix-web + rustls, a serving certificate of
+/// `claimguard certs --service mutator`): allows every pod, adds the label `mutated-by: test-mutator`
+/// with a base64 JSONPatch, and says so in a warning.
+fn start_mutator(cert: &Path, key: &Path) -> SocketAddr {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use base64::Engine as _;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("tls.crt")
+        .map(|c| c.expect("certificate"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).expect("tls.key");
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("serving certificate");
+    async fn mutate(review: web::Json<Value>) -> HttpResponse {
+        let patch = json!([{"op": "add", "path": "/metadata/labels",
+                            "value": {"mutated-by": "test-mutator"}}]);
+        let patch = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+        HttpResponse::Ok().json(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": {"uid": review["request"]["uid"], "allowed": true,
+                         "patchType": "JSONPatch", "patch": patch,
+                         "warnings": ["[test-mutator] added the label mutated-by"]}
+        }))
+    }
+    let server = HttpServer::new(|| App::new().route("/mutate", web::post().to(mutate)))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .bind_rustls_0_23(("127.0.0.1", 0), tls)
+        .expect("bind the test mutator");
+    let addr = server.addrs()[0];
+    tokio::spawn(server.run());
+    addr
 }
 
 // ---- scenarios (each in its own namespace) ----
@@ -859,6 +959,75 @@ async fn delete_frees_the_claim(s: &Suite) {
     );
 }
 
+/// A mutating webhook runs first; its JSONPatch is in the object the validating
+/// webhooks see and in the stored object.
+async fn mutating_before_validating(s: &Suite) {
+    s.note("A mutating webhook (the test's own) runs before claimguard's validating one.");
+    s.file(
+        "namespace-mutated.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: mutated\n  labels:\n    mutate: \"yes\"\n",
+    );
+    let r = s
+        .kubectl(&["apply", "--validate=false", "-f", "namespace-mutated.yaml"])
+        .await;
+    assert_run(&r, 0, &["namespace/mutated created"], &[]);
+    s.file("m-0.yaml", &pod_yaml("m-0", "nowhere", None));
+    let r = apply(s, "mutated", "m-0.yaml").await;
+    assert_run(
+        &r,
+        0,
+        &["pod/m-0 created"],
+        &[
+            "Warning: [test-mutator] added the label mutated-by",
+            "Warning: [claim-not-found] PersistentVolumeClaim \"nowhere\" does not exist in namespace mutated; the pod will stay Pending until it is created: check the claimName or create the claim first",
+        ],
+    );
+    let calls: Vec<_> = s
+        .standin
+        .chain()
+        .calls()
+        .into_iter()
+        .filter(|c| c.review["request"]["namespace"] == "mutated")
+        .collect();
+    let names: Vec<&str> = calls.iter().map(|c| c.webhook.as_str()).collect();
+    assert_eq!(
+        names,
+        ["label.test-mutator.example.com", "pods.claimguard.io"]
+    );
+    assert!(
+        calls[0].review["request"]["object"]["metadata"]["uid"].is_null(),
+        "uid comes after mutating admission"
+    );
+    let validated = &calls[1].review["request"]["object"]["metadata"];
+    assert_eq!(
+        validated["labels"]["mutated-by"], "test-mutator",
+        "claimguard sees the patched pod"
+    );
+    assert!(validated["uid"].is_string());
+    let stored = s.api.get(Kind::Pod, "mutated", "m-0").expect("stored");
+    assert_eq!(stored["metadata"]["labels"]["mutated-by"], "test-mutator");
+
+    s.note("The caBundle is checked: a webhook whose caBundle holds another CA cannot be called.");
+    s.file(
+        "namespace-wrong-ca.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: wrong-ca\n  labels:\n    wrong-ca: \"yes\"\n",
+    );
+    let r = s
+        .kubectl(&["apply", "--validate=false", "-f", "namespace-wrong-ca.yaml"])
+        .await;
+    assert_run(&r, 0, &["namespace/wrong-ca created"], &[]);
+    let r = apply(s, "wrong-ca", "m-0.yaml").await;
+    let err = r.err();
+    assert_eq!((r.code, r.out().len(), err.len()), (1, 0, 1), "{r:?}");
+    // rustls' reason (UnknownIssuer, BadSignature when the CAs share a name) follows.
+    assert!(
+        err[0].starts_with("Error from server (InternalError): error when creating \"m-0.yaml\": Internal error occurred: failed calling webhook \"wrong-ca.test-mutator.example.com\": failed to call webhook: Post \"https://mutator.claimguard-system.svc:443/mutate?timeout=3s\": tls: failed to verify certificate: invalid peer certificate: "),
+        "{}",
+        err[0]
+    );
+    assert!(s.api.get(Kind::Pod, "wrong-ca", "m-0").is_none());
+}
+
 /// `kubectl scale` from 1 to 3 on an RWOP claim: denied through `deployments/scale`.
 async fn scale_denied(s: &Suite) {
     s.note("kubectl scale goes through the deployments/scale subresource.");
@@ -1026,6 +1195,7 @@ async fn main_suite(s: &Suite) {
     audit_mode_namespace(s).await;
     mode_off_namespace_not_sent(s).await;
     delete_frees_the_claim(s).await;
+    mutating_before_validating(s).await;
 }
 
 fn with_claimguard() -> Options {
@@ -1033,6 +1203,7 @@ fn with_claimguard() -> Options {
         backend: Backend::Claimguard,
         failure_policy: None,
         scale_rule: false,
+        mutator: true,
     }
 }
 
@@ -1078,6 +1249,7 @@ async fn claimguard_down_with_failure_policy_ignore() {
         backend: Backend::Down,
         failure_policy: None,
         scale_rule: false,
+        mutator: false,
     })
     .await;
     down_ignore(&s).await;
@@ -1092,6 +1264,7 @@ async fn claimguard_down_with_failure_policy_fail() {
         backend: Backend::Down,
         failure_policy: Some("Fail"),
         scale_rule: false,
+        mutator: false,
     })
     .await;
     down_fail(&s).await;
@@ -1106,6 +1279,7 @@ async fn claimguard_stalled_past_timeout_seconds_with_failure_policy_fail() {
         backend: Backend::Stalled,
         failure_policy: Some("Fail"),
         scale_rule: false,
+        mutator: false,
     })
     .await;
     stalled_fail(&s).await;
@@ -1132,6 +1306,7 @@ async fn write_transcript() {
         backend: Backend::Down,
         failure_policy: None,
         scale_rule: false,
+        mutator: false,
     })
     .await;
     down_ignore(&s).await;
@@ -1144,6 +1319,7 @@ async fn write_transcript() {
         backend: Backend::Down,
         failure_policy: Some("Fail"),
         scale_rule: false,
+        mutator: false,
     })
     .await;
     down_fail(&s).await;
@@ -1156,6 +1332,7 @@ async fn write_transcript() {
         backend: Backend::Stalled,
         failure_policy: Some("Fail"),
         scale_rule: false,
+        mutator: false,
     })
     .await;
     stalled_fail(&s).await;

@@ -490,7 +490,17 @@ impl Chain {
             } else if e.is_connect() && format!("{e:?}").contains("ConnectionRefused") {
                 fail(format!("dial tcp {addr}: connect: connection refused"))
             } else {
-                fail(format!("{e:?}"))
+                // The innermost cause, e.g. rustls' certificate verdict.
+                let mut inner: &dyn std::error::Error = &e;
+                while let Some(next) = inner.source() {
+                    inner = next;
+                }
+                let why = inner.to_string();
+                if why.contains("certificate") {
+                    fail(format!("tls: failed to verify certificate: {why}"))
+                } else {
+                    fail(why)
+                }
             }
         })?;
         let status = resp.status();
