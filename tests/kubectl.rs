@@ -422,7 +422,8 @@ impl Suite {
             }
         }
         let mut t = self.transcript.lock().unwrap();
-        t.push(format!("$ kubectl {}", args.join(" ")));
+        let shown: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        t.push(format!("$ kubectl {}", shown.join(" ")));
         // kubectl prints warnings as the response arrives, before the result.
         let (warnings, errors): (Vec<&str>, Vec<&str>) = run
             .err()
@@ -522,6 +523,18 @@ impl Suite {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// An argument as a shell would need it in the transcript.
+fn shell_quote(arg: &str) -> String {
+    let plain = arg
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
     }
 }
 
@@ -877,6 +890,66 @@ async fn deployment_replicas_denied(s: &Suite) {
     assert_eq!(
         stored["spec"]["replicas"], 1,
         "the denied patch changed nothing"
+    );
+
+    s.note("kubectl patch takes the same road.");
+    let r = s
+        .kubectl(&[
+            "patch",
+            "deployment",
+            "app",
+            "-n",
+            "apps",
+            "-p",
+            r#"{"spec":{"replicas":2}}"#,
+        ])
+        .await;
+    assert_run(
+        &r,
+        1,
+        &[],
+        &["Error from server (Forbidden): admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] Deployment \"app\" runs 2 replicas but PersistentVolumeClaim \"state\" is ReadWriteOncePod: only one pod can ever use it and the rest stay Pending; set replicas: 1, or use a StatefulSet with volumeClaimTemplates"],
+    );
+    let r = s
+        .kubectl(&[
+            "patch",
+            "deployment",
+            "app",
+            "-n",
+            "apps",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/template/metadata/annotations/x","value":"y"}]"#,
+        ])
+        .await;
+    assert_eq!(
+        r.code, 1,
+        "a JSON Patch to a missing path is refused: {r:?}"
+    );
+    let r = s
+        .kubectl(&[
+            "patch",
+            "deployment",
+            "app",
+            "-n",
+            "apps",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"metadata":{"labels":{"tier":"db"}}}}}"#,
+        ])
+        .await;
+    assert_run(&r, 0, &["deployment.apps/app patched"], &[]);
+    let stored = s
+        .standin
+        .get("apps", "deployments", "apps", "app")
+        .expect("stored");
+    assert_eq!(
+        stored["spec"]["template"]["metadata"]["labels"]["tier"],
+        "db"
+    );
+    assert_eq!(
+        stored["metadata"]["generation"], 2,
+        "a spec change bumps the generation"
     );
 }
 
