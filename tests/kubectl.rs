@@ -1,8 +1,9 @@
 //! kubectl in the loop: the real `kubectl` binary drives an API-server stand-in whose
 //! admission chain is built from `kubectl kustomize manifests/` (and its overlays), and
 //! calls the real `claimguard serve` binary over TLS verified with the caBundle's CA.
-//! claimguard runs in live mode against the fake API server that stores what kubectl
-//! creates, so it sees the cluster through its watches, as in a cluster.
+//! claimguard runs in live mode against the stand-in (whose reads and watches of pods,
+//! claims and namespaces come from the fake API server that stores what kubectl
+//! creates), so it sees the cluster through its watches, as in a cluster.
 //!
 //! Assertions are on kubectl's exit codes and exact printed lines, and on the
 //! AdmissionReviews the chain sent.
@@ -318,7 +319,8 @@ impl Suite {
             }
             Backend::Claimguard => {
                 let cg_kubeconfig = dir.path().join("claimguard-kubeconfig");
-                write_kubeconfig(&cg_kubeconfig, &api.url());
+                // claimguard talks to the stand-in, as a webhook talks to its API server.
+                write_kubeconfig(&cg_kubeconfig, &standin.url());
                 let policy = docs
                     .iter()
                     .find(|d| {
@@ -340,6 +342,10 @@ impl Suite {
                     .arg(&policy_path)
                     .args(["--shutdown-grace", "0s"])
                     .env_remove("CLAIMGUARD_SNAPSHOT")
+                    .env_remove("HTTPS_PROXY")
+                    .env_remove("https_proxy")
+                    .env_remove("HTTP_PROXY")
+                    .env_remove("http_proxy")
                     .env("CLAIMGUARD_LOG", "warn")
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
@@ -352,6 +358,7 @@ impl Suite {
                     )
                     .tls_built_in_root_certs(false)
                     .resolve(HOST, addr)
+                    .no_proxy()
                     .timeout(Duration::from_secs(5))
                     .build()
                     .expect("client");
@@ -403,6 +410,10 @@ impl Suite {
             .env("HOME", self.dir.path().join("home"))
             .env("KUBECONFIG", self.dir.path().join("home/.kube/config"))
             .env_remove("KUBECACHEDIR")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
             .env_remove("KUBECTL_EXTERNAL_DIFF")
             .kill_on_drop(true)
             .stdin(Stdio::null());
@@ -1269,6 +1280,15 @@ async fn main_suite(s: &Suite) {
     mode_off_namespace_not_sent(s).await;
     delete_frees_the_claim(s).await;
     mutating_before_validating(s).await;
+    let requests = s.standin.requests();
+    for kind in ["pods", "persistentvolumeclaims", "namespaces"] {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.starts_with(&format!("GET /api/v1/{kind}?")) && r.contains("watch=true")),
+            "claimguard watches {kind} through the stand-in"
+        );
+    }
 }
 
 fn with_claimguard() -> Options {

@@ -480,6 +480,7 @@ impl Chain {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .resolve(&host, addr)
+            .no_proxy()
             .http1_only()
             .timeout(w.timeout)
             .build()

@@ -5,12 +5,13 @@
 //! from the rendered webhook configurations.
 //!
 //! Pods, claims, volumes, storage classes and namespaces are stored in a
-//! [`FakeApiServer`], which serves list/watch to claimguard: what kubectl creates here,
-//! claimguard's watch sees, as in a cluster. Workloads are kept here (claimguard reads
-//! them only from admission requests).
+//! [`FakeApiServer`]; reads of them (get, list, watch) and every path the stand-in does
+//! not model (leases, events, nodes, ...) are forwarded to it, so claimguard pointed at
+//! the stand-in watches what kubectl wrote, as in a cluster. Workloads are kept here
+//! (get and list, no watch).
 //!
 //! Not modelled: authentication, server-side apply, OpenAPI (`kubectl --validate=false`),
-//! Table output, watches on this port, field/label selectors on lists, finalizers and
+//! Table output, watches of workloads, field/label selectors on workload lists, finalizers and
 //! graceful deletion (a delete removes at once), controllers (a Deployment makes no
 //! pods), `resourceVersion` preconditions on PATCH.
 
@@ -61,6 +62,8 @@ struct State {
     local: Mutex<Local>,
     requests: Mutex<Vec<String>>,
     server: Mutex<String>,
+    /// HTTP client to the fake API server.
+    backend: reqwest::Client,
 }
 
 impl StandIn {
@@ -76,6 +79,10 @@ impl StandIn {
             }),
             requests: Mutex::new(Vec::new()),
             server: Mutex::new(String::new()),
+            backend: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("HTTP client"),
         });
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -394,7 +401,18 @@ async fn handle(req: HttpRequest, body: Bytes, st: web::Data<Arc<State>>) -> Htt
             return ok_json(doc);
         }
     }
-    let Some(t) = parse_path(path) else {
+    let target = parse_path(path);
+    // Reads of what the fake API server stores (list, watch, get), and whatever the
+    // stand-in does not model (leases, events, nodes...), are the fake's: claimguard
+    // pointed here watches exactly what kubectl wrote.
+    let proxied = match &target {
+        None => true,
+        Some(t) => t.resource.fake.is_some() && method == "GET",
+    };
+    if proxied {
+        return proxy(&st, &req, body).await;
+    }
+    let Some(t) = target else {
         return fail(
             404,
             "NotFound",
@@ -416,7 +434,7 @@ async fn handle(req: HttpRequest, body: Bytes, st: web::Data<Arc<State>>) -> Htt
                 return fail(
                     405,
                     "MethodNotAllowed",
-                    "the stand-in serves no watches (claimguard watches the fake API server)",
+                    "the stand-in serves no watches of workloads",
                 );
             }
             let (items, rv) = st.list(t.resource, &t.namespace);
@@ -448,6 +466,56 @@ async fn handle(req: HttpRequest, body: Bytes, st: web::Data<Arc<State>>) -> Htt
             &format!("the stand-in does not serve {method} on {}", req.path()),
         ),
     }
+}
+
+/// Forward a request to the fake API server, streaming the answer (watches included).
+async fn proxy(st: &State, req: &HttpRequest, body: Bytes) -> HttpResponse {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let method = match reqwest::Method::from_bytes(req.method().as_str().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return fail(405, "MethodNotAllowed", "unknown method"),
+    };
+    let mut rb = st
+        .backend
+        .request(method, format!("{}{path}", st.api.url()))
+        .body(body.to_vec());
+    for h in ["content-type", "accept"] {
+        if let Some(v) = req.headers().get(h).and_then(|v| v.to_str().ok()) {
+            rb = rb.header(h, v);
+        }
+    }
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                503,
+                "ServiceUnavailable",
+                &format!("the fake API server: {e}"),
+            )
+        }
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let stream = futures::stream::unfold(Some(resp), |resp| async move {
+        let mut resp = resp?;
+        match resp.chunk().await {
+            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), Some(resp))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    });
+    HttpResponse::build(status)
+        .content_type(content_type)
+        .streaming(stream)
 }
 
 fn dry_run(q: &HashMap<String, String>) -> bool {
