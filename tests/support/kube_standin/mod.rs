@@ -13,7 +13,12 @@
 //! Not modelled: authentication, server-side apply, OpenAPI (`kubectl --validate=false`),
 //! Table output, watches of workloads, field/label selectors on workload lists, finalizers and
 //! graceful deletion (a delete removes at once), controllers (a Deployment makes no
-//! pods), `resourceVersion` preconditions on PATCH.
+//! pods), `resourceVersion` preconditions on PATCH, protobuf bodies (415: `kubectl create
+//! namespace` sends protobuf; use `kubectl apply` of a Namespace).
+//!
+//! Use it from a test file as `tests/kubectl.rs` does (`mod support;` and
+//! `#[path = "support/kube_standin/mod.rs"] mod kube_standin;`); it is kept out of
+//! `support/mod.rs` so the other test binaries do not compile it.
 
 pub mod chain;
 pub mod discovery;
