@@ -995,7 +995,7 @@ async fn audit_mode_namespace(s: &Suite) {
 
 /// `claimguard.io/mode=off`: the namespaceSelector keeps the request from the webhook.
 async fn mode_off_namespace_not_sent(s: &Suite) {
-    s.note("A namespace labelled claimguard.io/mode=off is not sent to claimguard at all.");
+    s.note("A namespace labelled claimguard.io/mode=off (or kube-system) is not sent to claimguard at all.");
     s.file(
         "scratch.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: scratch\n  labels:\n    claimguard.io/mode: \"off\"\n",
@@ -1021,6 +1021,24 @@ async fn mode_off_namespace_not_sent(s: &Suite) {
         .into_iter()
         .filter(|c| !c.mutating && c.review["request"]["namespace"] == "scratch")
         .count();
+    s.file(
+        "system.yaml",
+        &pod_yaml("system-0", "tmp", Some("worker-1")),
+    );
+    assert_run(
+        &apply(s, "kube-system", "system.yaml").await,
+        0,
+        &["pod/system-0 created"],
+        &[],
+    );
+    let system = s
+        .standin
+        .chain()
+        .calls()
+        .into_iter()
+        .filter(|c| !c.mutating && c.review["request"]["namespace"] == "kube-system")
+        .count();
+    assert_eq!(system, 0, "kube-system is excluded by name");
     assert_eq!(
         sent, 0,
         "nothing in a mode=off namespace reaches claimguard"

@@ -359,6 +359,31 @@ pub fn webhooks_of(docs: &[Value]) -> Result<Vec<Webhook>, String> {
     Ok(out)
 }
 
+/// What the API server's warning recorder keeps of a request's warnings
+/// (k8s.io/apiserver/pkg/endpoints/filters/warning.go): empty and duplicate texts
+/// dropped, texts that are not valid header values (control characters) dropped, and
+/// once the total passes 4096 characters every warning cut to 256 characters.
+pub fn recorded_warnings(warnings: &[String]) -> Vec<String> {
+    const TOTAL: usize = 4 * 1024;
+    const ITEM: usize = 256;
+    let mut seen = std::collections::HashSet::new();
+    let kept: Vec<&String> = warnings
+        .iter()
+        .filter(|w| !w.is_empty() && !w.chars().any(char::is_control))
+        .filter(|w| seen.insert(w.as_str()))
+        .collect();
+    let total: usize = kept.iter().map(|w| w.chars().count()).sum();
+    kept.into_iter()
+        .map(|w| {
+            if total > TOTAL {
+                w.chars().take(ITEM).collect()
+            } else {
+                w.clone()
+            }
+        })
+        .collect()
+}
+
 /// The API server's header form of a warning: `299 - "<text>"`, `"` and `\` escaped.
 pub fn warning_header(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
@@ -839,6 +864,24 @@ mod tests {
         let bad = base64::engine::general_purpose::STANDARD
             .encode(r#"[{"op":"replace","path":"/nope/x","value":1}]"#);
         assert!(apply_patch(&mut a, &bad, &json!("JSONPatch")).is_err());
+    }
+
+    #[test]
+    fn warnings_are_deduplicated_validated_and_truncated_past_4k() {
+        let w = |s: &str| s.to_string();
+        assert_eq!(
+            recorded_warnings(&[w("a"), w(""), w("a"), w("bad\nline"), w("b")]),
+            [w("a"), w("b")]
+        );
+        let long = "x".repeat(300);
+        assert_eq!(
+            recorded_warnings(std::slice::from_ref(&long)),
+            [long.clone()]
+        );
+        let many: Vec<String> = (0..20).map(|i| format!("{i}{long}")).collect();
+        let kept = recorded_warnings(&many);
+        assert_eq!(kept.len(), 20);
+        assert!(kept.iter().all(|k| k.chars().count() == 256));
     }
 
     #[test]

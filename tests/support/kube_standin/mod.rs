@@ -282,8 +282,8 @@ fn respond(code: u16, body: &Value, warnings: &[String]) -> HttpResponse {
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     );
     b.content_type("application/json");
-    for w in warnings {
-        b.append_header(("Warning", chain::warning_header(w)));
+    for w in chain::recorded_warnings(warnings) {
+        b.append_header(("Warning", chain::warning_header(&w)));
     }
     b.body(body.to_string())
 }
