@@ -1092,15 +1092,23 @@ async fn mutating_before_validating(s: &Suite) {
         .filter(|c| c.review["request"]["namespace"] == "mutated")
         .collect();
     let names: Vec<&str> = calls.iter().map(|c| c.webhook.as_str()).collect();
+    // The co-location overlay's webhook for namespaces without the opt-in
+    // label is mutating too: it runs first (by name) and changes nothing here.
     assert_eq!(
         names,
-        ["label.test-mutator.example.com", "pods.claimguard.io"]
+        [
+            "colocate-pods.claimguard.io",
+            "label.test-mutator.example.com",
+            "pods.claimguard.io"
+        ]
     );
-    assert!(
-        calls[0].review["request"]["object"]["metadata"]["uid"].is_null(),
-        "uid comes after mutating admission"
-    );
-    let validated = &calls[1].review["request"]["object"]["metadata"];
+    for mutating in &calls[..2] {
+        assert!(
+            mutating.review["request"]["object"]["metadata"]["uid"].is_null(),
+            "uid comes after mutating admission"
+        );
+    }
+    let validated = &calls[2].review["request"]["object"]["metadata"];
     assert_eq!(
         validated["labels"]["mutated-by"], "test-mutator",
         "claimguard sees the patched pod"
@@ -1289,6 +1297,85 @@ async fn stalled_fail(s: &Suite) {
     assert!(s.api.get(Kind::Pod, "outage", "lonely").is_none());
 }
 
+/// Co-location (the `manifests/colocate` overlay's mutating webhook): in a
+/// namespace labelled `claimguard.io/colocate=true`, a second user of a
+/// ReadWriteOnce claim comes back from `kubectl apply` pinned to the holder's node.
+async fn colocated_pod_is_pinned(s: &Suite) {
+    s.note("Co-location: a second user of a ReadWriteOnce claim in an opted-in namespace is pinned to the claim's node.");
+    namespace_with_claim(s, "backup", "vault", "ReadWriteOnce").await;
+    let r = s
+        .kubectl(&[
+            "label",
+            "namespace",
+            "backup",
+            "claimguard.io/colocate=true",
+        ])
+        .await;
+    assert_run(&r, 0, &["namespace/backup labeled"], &[]);
+    s.file(
+        "vault-0.yaml",
+        &pod_yaml("vault-0", "vault", Some("worker-2")),
+    );
+    assert_run(
+        &apply(s, "backup", "vault-0.yaml").await,
+        0,
+        &["pod/vault-0 created"],
+        &[],
+    );
+    s.file("backup-job.yaml", &pod_yaml("backup-job", "vault", None));
+    // claimguard learns the label and the holder from its watch: a server-side
+    // dry run is patched the same way once it has.
+    let t = Instant::now();
+    loop {
+        let r = s
+            .kubectl(&[
+                "apply",
+                "--validate=false",
+                "--dry-run=server",
+                "-n",
+                "backup",
+                "-f",
+                "backup-job.yaml",
+            ])
+            .await;
+        if r.err()
+            .iter()
+            .any(|l| l.starts_with("Warning: [colocate] "))
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never pinned: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = apply(s, "backup", "backup-job.yaml").await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.out(), vec!["pod/backup-job created"]);
+    assert!(
+        r.err()
+            .iter()
+            .any(|l| l.starts_with("Warning: [colocate] pinned to node worker-2")),
+        "{r:?}"
+    );
+    // What the API server stored is the patched pod, and so does kubectl get.
+    let r = s
+        .kubectl(&[
+            "get",
+            "pod",
+            "backup-job",
+            "-n",
+            "backup",
+            "-o",
+            "jsonpath={.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0]}",
+        ])
+        .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let pin: Value = serde_json::from_str(&r.out().join("")).expect("jsonpath prints the term");
+    assert_eq!(
+        pin,
+        json!({"key": "metadata.name", "operator": "In", "values": ["worker-2"]})
+    );
+}
+
 async fn main_suite(s: &Suite) {
     conflicting_pod_denied(s).await;
     warning_printed(s).await;
@@ -1298,6 +1385,7 @@ async fn main_suite(s: &Suite) {
     mode_off_namespace_not_sent(s).await;
     delete_frees_the_claim(s).await;
     mutating_before_validating(s).await;
+    colocated_pod_is_pinned(s).await;
     let requests = s.standin.requests();
     for kind in ["pods", "persistentvolumeclaims", "namespaces"] {
         assert!(
