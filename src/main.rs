@@ -293,6 +293,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("wrote {}", w.tls_key.display());
             println!("wrote {}", w.secret.display());
             println!("wrote {}", w.cabundle_patch.display());
+            println!("wrote {}", w.cabundle_patch_colocate.display());
             println!();
             println!("next:");
             println!(
@@ -303,6 +304,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!(
                 "  kubectl patch validatingwebhookconfiguration claimguard --type=json --patch-file {}",
                 w.cabundle_patch.display()
+            );
+            println!(
+                "with co-location (kubectl apply -k manifests/colocate/ instead of manifests/):"
+            );
+            println!(
+                "  kubectl patch mutatingwebhookconfiguration claimguard-colocate --type=json --patch-file {}",
+                w.cabundle_patch_colocate.display()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -274,3 +274,28 @@ fn cert_manager_colocate_overlay_injects_the_ca_into_the_mutating_webhook() {
         .collect();
     assert!(dns.contains(&"claimguard.claimguard-system.svc"), "{dns:?}");
 }
+
+/// `claimguard certs` writes a caBundle patch for the co-location webhooks
+/// too; it fills both and fails on a configuration with fewer.
+#[test]
+fn certs_writes_the_colocate_cabundle_patch() {
+    let file = manifests_dir("colocate/webhook/mutating-webhook.yaml");
+    let docs = parse_docs(&std::fs::read_to_string(file).unwrap());
+    let mut mwc = find(&docs, "MutatingWebhookConfiguration", NAME).clone();
+    let dir = tempfile::tempdir().unwrap();
+    let written =
+        claimguard::certs::write_bundle(&claimguard::certs::CertsOptions::new(dir.path())).unwrap();
+    let ca = std::fs::read_to_string(&written.ca_cert).unwrap();
+    let patch: json_patch::Patch =
+        serde_json::from_str(&std::fs::read_to_string(&written.cabundle_patch_colocate).unwrap())
+            .unwrap();
+    json_patch::patch(&mut mwc, &patch).unwrap();
+    use base64::Engine as _;
+    let want = base64::engine::general_purpose::STANDARD.encode(&ca);
+    let hooks = mwc["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), claimguard::certs::COLOCATE_WEBHOOK_COUNT);
+    for hook in hooks {
+        assert_eq!(hook["clientConfig"]["caBundle"], want, "{}", hook["name"]);
+        assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate");
+    }
+}
