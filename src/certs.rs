@@ -694,6 +694,7 @@ mod tests {
             names,
             [
                 "ca.crt",
+                "cabundle-patch-colocate.json",
                 "cabundle-patch.json",
                 "secret.yaml",
                 "tls.crt",
