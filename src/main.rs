@@ -131,6 +131,10 @@ struct ServeArgs {
     /// per namespace, e.g. 10m. Off by default; needs the API server (not --snapshot).
     #[arg(long, env = "CLAIMGUARD_AUDIT_INTERVAL", value_parser = parse_duration)]
     audit_interval: Option<Duration>,
+    /// Live mode: budget for recording a reservation in the API server (a
+    /// Lease write, retries included); past it, onLookupError decides.
+    #[arg(long, env = "CLAIMGUARD_RESERVATION_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    reservation_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -271,6 +275,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The replica's namespace: `POD_NAMESPACE` (downward API), else claimguard-system.
+fn replica_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| cluster::reservations::DEFAULT_NAMESPACE.to_string())
+}
+
+/// The replica's identity: `POD_NAME` (downward API), else the hostname.
+fn replica_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("claimguard-{}", std::process::id()))
+}
+
 const DEV_SNAPSHOT: &str = "examples/cluster.yaml";
 const DEV_REVIEW: &str = "examples/admission/pg-debug-denied.json";
 
@@ -304,6 +327,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(server::Metrics::new());
     // Both feeders live as long as the server: dropping the handle stops the watchers.
     let mut _live = None;
+    let mut _reservations = None;
     let mut client = None;
     let cluster = if snapshot.is_empty() {
         let c = live::client_from(args.kubeconfig.as_deref()).await?;
@@ -317,6 +341,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
+        let (namespace, identity) = (replica_namespace(), replica_identity());
+        let book = cluster::reservations::ReservationBook::new(c.clone(), &namespace, &identity)
+            .with_write_timeout(args.reservation_timeout);
+        _reservations = Some(cluster::reservations::start(
+            cluster.clone(),
+            Arc::new(book),
+            Default::default(),
+        ));
+        tracing::info!(%namespace, %identity, "claim reservations are Leases in the API server");
         tracing::info!("watching pods, claims, volumes, storage classes and namespaces; /readyz turns 200 once synced");
         client = Some(c);
         cluster

@@ -7,6 +7,7 @@
 mod index;
 pub mod live;
 mod modes;
+pub mod reservations;
 mod shared;
 pub mod snapshot;
 
@@ -62,6 +63,9 @@ pub enum LookupError {
         name: String,
         reason: String,
     },
+    /// The claim's reservation could not be recorded in the API server.
+    #[error("the reservation could not be recorded ({reason})")]
+    Unrecorded { reason: String },
 }
 
 /// Read-only view of the cluster for the policy core. Every lookup costs
