@@ -516,7 +516,11 @@ fn deployment_is_hardened_and_highly_available() {
         ("POD_NAMESPACE", "metadata.namespace"),
         ("POD_NAME", "metadata.name"),
     ] {
-        let env = c["env"].as_array().into_iter().flatten().find(|e| e["name"] == var);
+        let env = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == var);
         assert_eq!(
             env.map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]),
             Some(&json!(field)),

@@ -261,7 +261,10 @@ async fn a_replica_killed_after_admitting_leaves_its_reservation_behind() {
     assert_eq!(ok["allowed"], true, "{ok}");
     a.kill9();
     let a2 = b.replica("replica-a", SLOW_OK, None).await;
-    for (addr, who) in [(a2.addr, "restarted replica"), (other.addr, "other replica")] {
+    for (addr, who) in [
+        (a2.addr, "restarted replica"),
+        (other.addr, "other replica"),
+    ] {
         let r = decide(
             &b.client_for(addr),
             addr,
@@ -314,7 +317,13 @@ async fn a_dry_run_reserves_nothing_and_a_stored_then_deleted_pod_frees_the_clai
     );
 
     // The pod is stored: it counts itself; deleted: the claim is free on both.
-    let mut stored = k8s::pod("default", "p1", &[("data", false)], Some("node-1"), "Running");
+    let mut stored = k8s::pod(
+        "default",
+        "p1",
+        &[("data", false)],
+        Some("node-1"),
+        "Running",
+    );
     stored["metadata"]["uid"] = json!("uid-p1");
     b.api.add(Kind::Pod, stored);
     for (cl, addr) in [(&ca, a.addr), (&cb, c.addr)] {
@@ -347,7 +356,13 @@ async fn a_statefulset_pod_recreated_under_its_name_keeps_its_new_reservation() 
     let b = Bench::start().await;
     b.rwop_claim("data");
     b.rwop_claim("marker");
-    let mut old = k8s::pod("default", "web-0", &[("data", false)], Some("node-1"), "Running");
+    let mut old = k8s::pod(
+        "default",
+        "web-0",
+        &[("data", false)],
+        Some("node-1"),
+        "Running",
+    );
     old["metadata"]["uid"] = json!("uid-web-0-old");
     b.api.add(Kind::Pod, old);
     let a = b.replica("replica-a", SLOW_OK, None).await;
@@ -359,14 +374,25 @@ async fn a_statefulset_pod_recreated_under_its_name_keeps_its_new_reservation() 
     b.api.update(Kind::Pod, "default", "web-0", |p| {
         p["metadata"]["deletionTimestamp"] = json!("2026-12-01T20:00:00Z");
     });
-    let new = decide(&ca, a.addr, &review("web-0", "uid-web-0-new", "data", false)).await;
+    let new = decide(
+        &ca,
+        a.addr,
+        &review("web-0", "uid-web-0-new", "data", false),
+    )
+    .await;
     assert_eq!(new["allowed"], true, "{new}");
     b.api.delete(Kind::Pod, "default", "web-0");
     // A pod added after the deletion: once a watch shows it, it has shown the
     // old web-0's deletion too (events arrive in order).
     b.api.add(
         Kind::Pod,
-        k8s::pod("default", "marker", &[("marker", false)], Some("node-3"), "Running"),
+        k8s::pod(
+            "default",
+            "marker",
+            &[("marker", false)],
+            Some("node-3"),
+            "Running",
+        ),
     );
     // Once both watches have shown the old web-0 gone, the new one still holds the claim.
     for (cl, addr) in [(&ca, a.addr), (&cb, c.addr)] {
@@ -383,11 +409,22 @@ async fn a_statefulset_pod_recreated_under_its_name_keeps_its_new_reservation() 
         );
     }
     // The new web-0 stored under its new uid: it counts itself.
-    let mut fresh = k8s::pod("default", "web-0", &[("data", false)], Some("node-2"), "Running");
+    let mut fresh = k8s::pod(
+        "default",
+        "web-0",
+        &[("data", false)],
+        Some("node-2"),
+        "Running",
+    );
     fresh["metadata"]["uid"] = json!("uid-web-0-new");
     b.api.add(Kind::Pod, fresh);
     wait_for("the new web-0 shown on node-2", || async {
-        let r = decide(&cb, c.addr, &review("intruder", "uid-intruder", "data", true)).await;
+        let r = decide(
+            &cb,
+            c.addr,
+            &review("intruder", "uid-intruder", "data", true),
+        )
+        .await;
         message(&r).contains("default/web-0 on node node-2")
     })
     .await;
@@ -417,7 +454,12 @@ async fn an_unreachable_or_slow_api_server_answers_per_on_lookup_error_in_time()
             }
         }
         let t = Instant::now();
-        let r = decide(&ca, allow.addr, &review(name, &format!("uid-{name}"), &claim_a, false)).await;
+        let r = decide(
+            &ca,
+            allow.addr,
+            &review(name, &format!("uid-{name}"), &claim_a, false),
+        )
+        .await;
         let took = t.elapsed();
         assert_eq!(r["allowed"], true, "{fault}: {r}");
         let w = r["warnings"][0].as_str().unwrap_or("");
@@ -428,9 +470,17 @@ async fn an_unreachable_or_slow_api_server_answers_per_on_lookup_error_in_time()
         );
         assert!(w.len() < 256, "{w}");
         // The write gets 1 s; the webhook's timeout is 10 s.
-        assert!(took < Duration::from_secs(8), "{fault}: answered after {took:?}");
+        assert!(
+            took < Duration::from_secs(8),
+            "{fault}: answered after {took:?}"
+        );
 
-        let r = decide(&cd, deny.addr, &review(name, &format!("uid-{name}-2"), &claim_d, false)).await;
+        let r = decide(
+            &cd,
+            deny.addr,
+            &review(name, &format!("uid-{name}-2"), &claim_d, false),
+        )
+        .await;
         assert_eq!(r["allowed"], false, "{fault}: {r}");
         let m = message(&r);
         assert!(

@@ -115,9 +115,7 @@ impl ClusterView for RequestView<'_> {
             if e.namespace != namespace
                 || e.claim != claim
                 || self.state.seen_uid(&r.uid)
-                || out
-                    .iter()
-                    .any(|c| c.uid.is_some_and(|u| u.matches(&r.uid)))
+                || out.iter().any(|c| c.uid.is_some_and(|u| u.matches(&r.uid)))
             {
                 continue;
             }

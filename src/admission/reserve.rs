@@ -75,7 +75,10 @@ pub(super) async fn decide_and_reserve(
         let reason = format!(
             "another decision on this claim is still waiting for the API server after {budget:?}"
         );
-        lookups.unrecorded = guarded_names.into_iter().map(|c| (c, reason.clone())).collect();
+        lookups.unrecorded = guarded_names
+            .into_iter()
+            .map(|c| (c, reason.clone()))
+            .collect();
         return decide(&lookups);
     };
     let mut rounds = 0;

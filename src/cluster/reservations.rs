@@ -307,18 +307,23 @@ impl ReservationBook {
                 Ok(())
             }
             Ok(Err(e)) => Err(ReserveError::Unavailable(format!(
-                "reading Lease {}/{name}: {}",
-                self.namespace,
+                "reading Lease {name}: {}",
                 one_line(&e)
             ))),
             Err(_) => Err(ReserveError::Unavailable(format!(
-                "reading Lease {}/{name} timed out after {:?}",
-                self.namespace, self.write_timeout
+                "reading Lease {name} timed out after {:?}",
+                self.write_timeout
             ))),
         }
     }
 
-    fn lease(&self, name: &str, claim_key: &str, rv: Option<String>, entries: &BTreeMap<String, Entry>) -> Lease {
+    fn lease(
+        &self,
+        name: &str,
+        claim_key: &str,
+        rv: Option<String>,
+        entries: &BTreeMap<String, Entry>,
+    ) -> Lease {
         let mut labels = BTreeMap::new();
         labels.insert(RESERVATION_LABEL.to_string(), "true".to_string());
         labels.insert(
@@ -381,7 +386,10 @@ impl ReservationBook {
                 (None, true) => Ok(None),
                 (None, false) => self
                     .api
-                    .create(&PostParams::default(), &self.lease(&name, &claim_key, None, &entries))
+                    .create(
+                        &PostParams::default(),
+                        &self.lease(&name, &claim_key, None, &entries),
+                    )
                     .await
                     .map(Some),
                 (Some(c), false) => self
@@ -422,15 +430,14 @@ impl ReservationBook {
                     Err(ReserveError::Conflict(format!("{}/{name}", self.namespace)))
                 } else {
                     Err(ReserveError::Unavailable(format!(
-                        "writing Lease {}/{name}: {}",
-                        self.namespace,
+                        "writing Lease {name}: {}",
                         one_line(&e)
                     )))
                 }
             }
             Err(_) => Err(ReserveError::Unavailable(format!(
-                "writing Lease {}/{name} timed out after {:?}",
-                self.namespace, self.write_timeout
+                "writing Lease {name} timed out after {:?}",
+                self.write_timeout
             ))),
         }
     }
@@ -544,7 +551,9 @@ impl ReservationBook {
                 Ok(Err(e)) => {
                     tracing::debug!(lease = %name, error = %one_line(&e), "pruning reservations: will retry");
                 }
-                Err(_) => tracing::debug!(lease = %name, "pruning reservations timed out; will retry"),
+                Err(_) => {
+                    tracing::debug!(lease = %name, "pruning reservations timed out; will retry")
+                }
             }
         }
         removed
@@ -576,8 +585,23 @@ impl ReservationBook {
     }
 }
 
-fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().replace(['\r', '\n'], " ")
+/// A short, one-line account of a failed call: it ends up in a warning,
+/// which must stay under 256 bytes with the rest of the message.
+fn one_line(e: &kube::Error) -> String {
+    let text = match api_error(e) {
+        Some(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        None => e.to_string(),
+    };
+    let mut text = text.replace(['\r', '\n'], " ");
+    if text.len() > 80 {
+        let mut cut = 77;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
 
 /// Pod uids the pod watch has shown recently: an entry whose pod was seen is
@@ -688,7 +712,9 @@ pub fn start(
         while let Some(item) = stream.next().await {
             match item {
                 Ok(ev) => watch_book.apply_event(ev, &mut relist),
-                Err(e) => tracing::warn!(error = %e, "reservation Lease watch error; retrying with backoff"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reservation Lease watch error; retrying with backoff")
+                }
             }
         }
         tracing::error!("reservation Lease watch ended");
@@ -730,7 +756,10 @@ mod tests {
         let a = lease_name("default", "data");
         assert_eq!(a, lease_name("default", "data"));
         assert_ne!(a, lease_name("default", "data2"));
-        assert_ne!(lease_name("a", "b/c"), lease_name("a/b", "c").replace('x', "y") + "z");
+        assert_ne!(
+            lease_name("a", "b/c"),
+            lease_name("a/b", "c").replace('x', "y") + "z"
+        );
         assert!(a.starts_with(LEASE_PREFIX));
         assert_eq!(a.len(), LEASE_PREFIX.len() + 16);
         assert!(a

@@ -130,7 +130,10 @@ impl FakeLeases {
             .as_str()
             .unwrap_or("default")
             .to_string();
-        let name = lease["metadata"]["name"].as_str().expect("name").to_string();
+        let name = lease["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
         let key = (ns.clone(), name);
         let typ = if i.objects.contains_key(&key) {
             "MODIFIED"
@@ -261,7 +264,10 @@ async fn handle(req: HttpRequest, body: Bytes, leases: web::Data<FakeLeases>) ->
             return status(
                 404,
                 "NotFound",
-                &format!("the server could not find the requested resource ({})", req.path()),
+                &format!(
+                    "the server could not find the requested resource ({})",
+                    req.path()
+                ),
             )
         }
     };
@@ -298,7 +304,11 @@ async fn handle(req: HttpRequest, body: Bytes, leases: web::Data<FakeLeases>) ->
             i.counters.gets += 1;
             match i.objects.get(&(ns, name.clone())) {
                 Some(o) => object(200, o),
-                None => status(404, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found")),
+                None => status(
+                    404,
+                    "NotFound",
+                    &format!("leases.coordination.k8s.io \"{name}\" not found"),
+                ),
             }
         }
         ("POST", Some(ns), None) => {
@@ -309,13 +319,24 @@ async fn handle(req: HttpRequest, body: Bytes, leases: web::Data<FakeLeases>) ->
             let Some(name) = lease["metadata"]["name"].as_str().map(str::to_string) else {
                 return status(422, "Invalid", "metadata.name: Required value");
             };
-            if lease["metadata"]["resourceVersion"].as_str().is_some_and(|s| !s.is_empty()) {
-                return status(500, "InternalError", "resourceVersion should not be set on objects to be created");
+            if lease["metadata"]["resourceVersion"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+            {
+                return status(
+                    500,
+                    "InternalError",
+                    "resourceVersion should not be set on objects to be created",
+                );
             }
             let key = (ns.clone(), name.clone());
             if i.objects.contains_key(&key) {
                 i.counters.conflicts += 1;
-                return status(409, "AlreadyExists", &format!("leases.coordination.k8s.io \"{name}\" already exists"));
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                );
             }
             let rv = i.stamp(&mut lease, &ns);
             i.objects.insert(key, lease.clone());
@@ -329,15 +350,25 @@ async fn handle(req: HttpRequest, body: Bytes, leases: web::Data<FakeLeases>) ->
             };
             let key = (ns.clone(), name.clone());
             let Some(stored) = i.objects.get(&key) else {
-                return status(404, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found"));
+                return status(
+                    404,
+                    "NotFound",
+                    &format!("leases.coordination.k8s.io \"{name}\" not found"),
+                );
             };
-            let sent = lease["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-            if !sent.is_empty() && stored["metadata"]["resourceVersion"].as_str() != Some(sent.as_str()) {
+            let sent = lease["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if !sent.is_empty()
+                && stored["metadata"]["resourceVersion"].as_str() != Some(sent.as_str())
+            {
                 i.counters.conflicts += 1;
                 return status(409, "Conflict", &format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"));
             }
             lease["metadata"]["uid"] = stored["metadata"]["uid"].clone();
-            lease["metadata"]["creationTimestamp"] = stored["metadata"]["creationTimestamp"].clone();
+            lease["metadata"]["creationTimestamp"] =
+                stored["metadata"]["creationTimestamp"].clone();
             let rv = i.stamp(&mut lease, &ns);
             i.objects.insert(key, lease.clone());
             i.record(rv, &ns, lease.clone(), "MODIFIED");
@@ -347,10 +378,17 @@ async fn handle(req: HttpRequest, body: Bytes, leases: web::Data<FakeLeases>) ->
             i.counters.deletes += 1;
             let key = (ns.clone(), name.clone());
             let Some(stored) = i.objects.get(&key) else {
-                return status(404, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found"));
+                return status(
+                    404,
+                    "NotFound",
+                    &format!("leases.coordination.k8s.io \"{name}\" not found"),
+                );
             };
             let opts: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let stored_rv = stored["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+            let stored_rv = stored["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             if let Some(want) = opts["preconditions"]["resourceVersion"].as_str() {
                 if want != stored_rv {
                     i.counters.conflicts += 1;
@@ -370,7 +408,11 @@ async fn handle(req: HttpRequest, body: Bytes, leases: web::Data<FakeLeases>) ->
                         "details": {"name": name, "group": "coordination.k8s.io", "kind": "leases", "uid": uid}}),
             )
         }
-        _ => status(405, "MethodNotAllowed", "the fake API server does not serve this on leases"),
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "the fake API server does not serve this on leases",
+        ),
     }
 }
 
