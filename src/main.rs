@@ -294,6 +294,9 @@ fn replica_identity() -> String {
         .unwrap_or_else(|| format!("claimguard-{}", std::process::id()))
 }
 
+/// The Lease whose holder runs the periodic audit.
+const AUDIT_LEASE: &str = "claimguard-audit";
+
 const DEV_SNAPSHOT: &str = "examples/cluster.yaml";
 const DEV_REVIEW: &str = "examples/admission/pg-debug-denied.json";
 
@@ -328,6 +331,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Both feeders live as long as the server: dropping the handle stops the watchers.
     let mut _live = None;
     let mut _reservations = None;
+    // Dropped last: a clean stop releases the audit Lease for the next replica.
+    let mut election_handle = None;
     let mut client = None;
     let cluster = if snapshot.is_empty() {
         let c = live::client_from(args.kubeconfig.as_deref()).await?;
@@ -381,15 +386,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "Violations found by the last periodic audit, by rule",
             gauges.family(),
         );
-        let e = engine.clone();
-        tokio::spawn(audit::reporter::run_periodic(
-            client,
-            engine.cluster().clone(),
-            move || e.policy(),
-            interval,
-            gauges,
+        // One replica writes the reports: the holder of the Lease claimguard-audit.
+        let election = cluster::leader::elect(
+            client.clone(),
+            &replica_namespace(),
+            AUDIT_LEASE,
+            &replica_identity(),
+            Default::default(),
+        );
+        let (e, view) = (engine.clone(), engine.cluster().clone());
+        tokio::spawn(cluster::leader::run_while_leader(
+            election.subscribe(),
+            move || {
+                let e = e.clone();
+                audit::reporter::run_periodic(
+                    client.clone(),
+                    view.clone(),
+                    move || e.policy(),
+                    interval,
+                    gauges.clone(),
+                )
+            },
         ));
-        tracing::info!(?interval, "periodic audit writes PolicyReports");
+        election_handle = Some(election);
+        tracing::info!(
+            ?interval,
+            lease = AUDIT_LEASE,
+            "periodic audit writes PolicyReports while this replica holds the Lease"
+        );
     }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
@@ -405,6 +429,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ca.display()
         );
     }
-    server::run_with_metrics(config, engine, metrics).await?;
+    let served = server::run_with_metrics(config, engine, metrics).await;
+    if let Some(e) = election_handle.take() {
+        e.stop().await;
+    }
+    served?;
     Ok(())
 }

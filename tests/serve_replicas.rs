@@ -498,3 +498,99 @@ async fn an_unreachable_or_slow_api_server_answers_per_on_lookup_error_in_time()
     assert_eq!(r["allowed"], false, "{r}");
     assert!(message(&r).contains("default/p-ok"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_the_audit_and_hands_over_when_it_stops() {
+    use claimguard::cluster::leader::{elect, ElectionOptions};
+    let api = FakeApiServer::start().await;
+    let opts = ElectionOptions {
+        lease_duration: Duration::from_secs(3),
+        retry_period: Duration::from_millis(200),
+        call_timeout: Duration::from_secs(5),
+    };
+    let a = elect(
+        api.client(),
+        "claimguard-system",
+        "claimguard-audit",
+        "replica-a",
+        opts.clone(),
+    );
+    let b = elect(
+        api.client(),
+        "claimguard-system",
+        "claimguard-audit",
+        "replica-b",
+        opts.clone(),
+    );
+    wait_for("a leader", || async { a.is_leader() || b.is_leader() }).await;
+    // Never two at once, over many rounds of renewals and attempts.
+    for _ in 0..20 {
+        assert!(!(a.is_leader() && b.is_leader()), "two leaders");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (leader, follower, follower_name) = if a.is_leader() {
+        (a, b, "replica-b")
+    } else {
+        (b, a, "replica-a")
+    };
+    let lease = api
+        .leases()
+        .get("claimguard-system", "claimguard-audit")
+        .unwrap();
+    assert_ne!(lease["spec"]["holderIdentity"], follower_name);
+    // A clean stop releases the Lease: the other takes over well before the
+    // lease duration would have run out.
+    leader.stop().await;
+    let stopped = Instant::now();
+    wait_for("the follower to take over", || async {
+        follower.is_leader()
+    })
+    .await;
+    assert!(stopped.elapsed() < Duration::from_secs(20));
+    let lease = api
+        .leases()
+        .get("claimguard-system", "claimguard-audit")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], follower_name);
+
+    follower.stop().await;
+
+    // A holder that vanished without releasing (kill -9) is replaced once
+    // its lease has run out, not before.
+    let renewed = claimguard_now_minus(0);
+    api.leases().put(json!({
+        "metadata": {"name": "claimguard-audit-2", "namespace": "claimguard-system"},
+        "spec": {"holderIdentity": "dead-replica", "leaseDurationSeconds": 3,
+                 "acquireTime": renewed, "renewTime": renewed, "leaseTransitions": 4}
+    }));
+    let put_at = Instant::now();
+    let c = elect(
+        api.client(),
+        "claimguard-system",
+        "claimguard-audit-2",
+        "replica-c",
+        opts,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if put_at.elapsed() < Duration::from_millis(2500) {
+        assert!(!c.is_leader(), "took over a lease that had not run out");
+    }
+    wait_for("replica-c to take over the dead holder's lease", || async {
+        c.is_leader()
+    })
+    .await;
+    let lease = api
+        .leases()
+        .get("claimguard-system", "claimguard-audit-2")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-c");
+    assert_eq!(lease["spec"]["leaseTransitions"], 5);
+}
+
+/// Now minus `secs`, as the API server writes a MicroTime.
+fn claimguard_now_minus(secs: i64) -> String {
+    let t = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+        .unwrap();
+    format!("{}", t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
+}

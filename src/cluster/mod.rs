@@ -5,6 +5,7 @@
 //! `ClusterView` is the read-only face the pure policy core sees.
 
 mod index;
+pub mod leader;
 pub mod live;
 mod modes;
 pub mod reservations;
