@@ -451,7 +451,14 @@ impl ReservationBook {
         namespace: &str,
         claims: &[(String, bool)],
     ) -> Result<(), ReserveError> {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // The API server sets the uid before admission; a review without one
+        // (hand-made) is keyed by name and simply lives to its deadline.
+        let uid = pod
+            .metadata
+            .uid
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| format!("{namespace}/{}", pod.metadata.name));
         let deadline = Timestamp::now()
             .checked_add(self.hold)
             .unwrap_or_else(|_| Timestamp::now());
