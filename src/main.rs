@@ -347,8 +347,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
         let (namespace, identity) = (replica_namespace(), replica_identity());
+        let counters = cluster::reservations::ReservationMetrics {
+            recorded: metrics.register_counter(
+                "claimguard_reservations_recorded",
+                "Claim reservations written to the API server (Leases) before an allowed answer",
+            ),
+            conflicts: metrics.register_counter(
+                "claimguard_reservation_conflicts",
+                "Reservation writes that lost a race (409) and were decided again",
+            ),
+            unrecorded: metrics.register_counter(
+                "claimguard_reservations_unrecorded",
+                "Admissions whose reservation could not be written, answered per onLookupError",
+            ),
+            pruned: metrics.register_counter(
+                "claimguard_reservations_pruned",
+                "Reservation entries removed once their pod was seen or their deadline passed",
+            ),
+        };
         let book = cluster::reservations::ReservationBook::new(c.clone(), &namespace, &identity)
-            .with_write_timeout(args.reservation_timeout);
+            .with_write_timeout(args.reservation_timeout)
+            .with_metrics(counters);
         _reservations = Some(cluster::reservations::start(
             cluster.clone(),
             Arc::new(book),

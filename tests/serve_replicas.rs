@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fake_apiserver::{FakeApiServer, Kind};
 use support::k8s;
@@ -497,6 +498,20 @@ async fn an_unreachable_or_slow_api_server_answers_per_on_lookup_error_in_time()
     let r = decide(&cd, deny.addr, &review("p-no", "uid-p-no", "ok", false)).await;
     assert_eq!(r["allowed"], false, "{r}");
     assert!(message(&r).contains("default/p-ok"), "{r}");
+    let metrics = ca
+        .get(format!("https://{HOST}:{}/metrics", allow.addr.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "claimguard_reservations_unrecorded_total 2",
+        "claimguard_reservations_recorded_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in /metrics");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,4 +608,82 @@ fn claimguard_now_minus(secs: i64) -> String {
         .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(secs))
         .unwrap();
     format!("{}", t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_drops_dead_entries_and_keeps_live_ones() {
+    use claimguard::cluster::reservations::{self, lease_name, ReservationBook};
+    use claimguard::cluster::{ClusterState, SharedCluster};
+    let api = FakeApiServer::start().await;
+    let at = |secs: i64| {
+        k8s_openapi::jiff::Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+            .unwrap()
+            .to_string()
+    };
+    let entry = |pod: &str, claim: &str, deadline: String| {
+        json!({"namespace": "default", "claim": claim, "pod": pod, "readOnly": false,
+               "deadline": deadline, "replica": "another"})
+    };
+    let lease = |claim: &str, entries: Value| {
+        json!({
+            "metadata": {"name": lease_name("default", claim), "namespace": "claimguard-system",
+                         "labels": {"claimguard.io/reservations": "true"},
+                         "annotations": {"claimguard.io/claim": format!("default/{claim}"),
+                                         "claimguard.io/reservations": entries.to_string()}},
+            "spec": {"holderIdentity": "another"}
+        })
+    };
+    // Written by another replica: one live and one expired entry on one
+    // claim; only an expired one on another.
+    api.leases().put(lease(
+        "mixed",
+        json!({"uid-live": entry("live", "mixed", at(60)), "uid-old": entry("old", "mixed", at(-5))}),
+    ));
+    api.leases().put(lease(
+        "stale",
+        json!({"uid-gone": entry("gone", "stale", at(-1))}),
+    ));
+
+    let cluster = Arc::new(SharedCluster::new(ClusterState::new(), true));
+    let book = Arc::new(ReservationBook::new(
+        api.client(),
+        "claimguard-system",
+        "pruner",
+    ));
+    let _running = reservations::start(cluster.clone(), book.clone(), Default::default());
+    wait_for("the expired entries pruned", || async {
+        let uids: Vec<String> = api
+            .leases()
+            .entries()
+            .into_iter()
+            .map(|(_, u, _)| u)
+            .collect();
+        uids == ["uid-live"]
+    })
+    .await;
+    assert_eq!(api.leases().count(), 1, "the emptied Lease is deleted");
+    assert!(api
+        .leases()
+        .get("claimguard-system", &lease_name("default", "stale"))
+        .is_none());
+    // The live entry counts in decisions read from the cache.
+    let live = book.entries_for("default", &["mixed".to_string()]);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].uid, "uid-live");
+    assert_eq!(live[0].entry.pod, "live");
+
+    // Once the pod watch shows the pod, its entry is dead too.
+    cluster.write().apply_pod(
+        &serde_json::from_value(json!({
+            "metadata": {"name": "live", "namespace": "default", "uid": "uid-live"},
+            "spec": {"containers": [{"name": "c"}],
+                     "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "mixed"}}]}
+        }))
+        .unwrap(),
+    );
+    wait_for("the shown pod's entry pruned", || async {
+        api.leases().count() == 0
+    })
+    .await;
 }

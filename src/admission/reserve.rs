@@ -72,6 +72,7 @@ pub(super) async fn decide_and_reserve(
     // past the webhook's timeout.
     let Ok(_locks) = tokio::time::timeout(budget, book.lock_claims(ns, &guarded_names)).await
     else {
+        book.metrics().unrecorded.inc();
         let reason = format!(
             "another decision on this claim is still waiting for the API server after {budget:?}"
         );
@@ -99,10 +100,12 @@ pub(super) async fn decide_and_reserve(
         };
         let failure = match outcome {
             Ok(()) => {
+                book.metrics().recorded.inc();
                 tracing::debug!(namespace = ns, pod = %pod.metadata.name, rounds, "reservation recorded");
                 return verdict;
             }
             Err(ReserveError::Conflict(lease)) => {
+                book.metrics().conflicts.inc();
                 if rounds < MAX_ROUNDS && Instant::now() < deadline {
                     tracing::debug!(%lease, rounds, "reservation lost a race; deciding again");
                     continue;
@@ -111,6 +114,7 @@ pub(super) async fn decide_and_reserve(
             }
             Err(ReserveError::Unavailable(reason)) => reason,
         };
+        book.metrics().unrecorded.inc();
         tracing::warn!(namespace = ns, pod = %pod.metadata.name, reason = %failure, "reservation not recorded; answering per onLookupError");
         lookups.unrecorded = guarded_names
             .into_iter()

@@ -39,6 +39,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -128,6 +129,19 @@ struct Cached {
     entries: BTreeMap<String, Entry>,
 }
 
+/// Counters of the reservation path, for `/metrics` (unregistered by default).
+#[derive(Debug, Clone, Default)]
+pub struct ReservationMetrics {
+    /// Entries written before an `allowed` answer.
+    pub recorded: Counter,
+    /// Writes that lost a race (409/404) and were decided again.
+    pub conflicts: Counter,
+    /// Admissions answered per `onLookupError` because the write failed.
+    pub unrecorded: Counter,
+    /// Dead entries removed (pod seen, or deadline passed).
+    pub pruned: Counter,
+}
+
 /// Where reservations are read and written. Cheap to share (`Arc`).
 pub struct ReservationBook {
     api: Api<Lease>,
@@ -139,6 +153,7 @@ pub struct ReservationBook {
     /// One in-flight decision per claim in this replica: requests for one
     /// claim queue here instead of racing each other to the API server.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: ReservationMetrics,
 }
 
 /// Holds the per-claim locks of one decision.
@@ -194,7 +209,17 @@ impl ReservationBook {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             cache: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            metrics: ReservationMetrics::default(),
         }
+    }
+
+    pub fn with_metrics(mut self, m: ReservationMetrics) -> Self {
+        self.metrics = m;
+        self
+    }
+
+    pub fn metrics(&self) -> &ReservationMetrics {
+        &self.metrics
     }
 
     pub fn with_hold(mut self, hold: Duration) -> Self {
@@ -744,6 +769,7 @@ pub fn start(
                 uids
             };
             let n = prune_book.prune(|u| seen.iter().any(|s| s == u)).await;
+            prune_book.metrics.pruned.inc_by(n as u64);
             if n > 0 {
                 tracing::debug!(removed = n, "reservation entries pruned");
             }
