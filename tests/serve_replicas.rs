@@ -260,6 +260,55 @@ async fn a_replica_killed_after_admitting_leaves_its_reservation_behind() {
     )
     .await;
     assert_eq!(ok["allowed"], true, "{ok}");
+    // The Lease as documented (README, Concurrency).
+    let lease = b
+        .api
+        .leases()
+        .get(
+            "claimguard-system",
+            &claimguard::cluster::reservations::lease_name("default", "data"),
+        )
+        .expect("the claim's Lease");
+    assert_eq!(
+        lease["metadata"]["labels"]["claimguard.io/reservations"],
+        "true"
+    );
+    assert_eq!(
+        lease["metadata"]["annotations"]["claimguard.io/claim"],
+        "default/data"
+    );
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    let entries: Value = serde_json::from_str(
+        lease["metadata"]["annotations"]["claimguard.io/reservations"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let e = &entries["uid-first"];
+    assert_eq!(
+        (
+            &e["namespace"],
+            &e["claim"],
+            &e["pod"],
+            &e["readOnly"],
+            &e["replica"]
+        ),
+        (
+            &json!("default"),
+            &json!("data"),
+            &json!("first"),
+            &json!(false),
+            &json!("replica-a")
+        )
+    );
+    assert!(e["node"].is_null());
+    let deadline: k8s_openapi::jiff::Timestamp = e["deadline"].as_str().unwrap().parse().unwrap();
+    let ahead = deadline.duration_since(k8s_openapi::jiff::Timestamp::now());
+    assert!(
+        ahead > k8s_openapi::jiff::SignedDuration::from_secs(30)
+            && ahead <= k8s_openapi::jiff::SignedDuration::from_secs(65),
+        "deadline {ahead:?} ahead"
+    );
     a.kill9();
     let a2 = b.replica("replica-a", SLOW_OK, None).await;
     for (addr, who) in [
@@ -451,6 +500,7 @@ async fn an_unreachable_or_slow_api_server_answers_per_on_lookup_error_in_time()
             "slow" => b.api.leases().set_delay(Duration::from_secs(4)),
             _ => {
                 b.api.leases().set_delay(Duration::ZERO);
+                b.api.partition();
                 b.api.leases().partition();
             }
         }
@@ -491,6 +541,7 @@ async fn an_unreachable_or_slow_api_server_answers_per_on_lookup_error_in_time()
         );
     }
     // Healed: reservations work again.
+    b.api.heal();
     b.api.leases().heal();
     let r = decide(&ca, allow.addr, &review("p-ok", "uid-p-ok", "ok", false)).await;
     assert_eq!(r["allowed"], true, "{r}");
