@@ -123,3 +123,94 @@ pub(super) async fn decide_and_reserve(
         return decide(&lookups);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{evaluate, Lookups};
+    use crate::cluster::reservations::{Entry, Reserved};
+    use crate::cluster::ClusterState;
+    use crate::objects::{self, Object};
+    use crate::policy::{Operation, Policy, Request};
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn pod(name: &str, uid: &str, node: Option<&str>) -> objects::Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": uid},
+            "spec": {"nodeName": node, "containers": [{"name": "c"}],
+                     "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}
+        }))
+        .unwrap()
+    }
+
+    fn entry(pod: &str, uid: &str, ns: &str, claim: &str) -> Reserved {
+        Reserved {
+            uid: uid.into(),
+            entry: Entry {
+                namespace: ns.into(),
+                claim: claim.into(),
+                pod: pod.into(),
+                node: None,
+                read_only: false,
+                deadline: "2099-01-01T00:00:00Z".into(),
+                replica: "r".into(),
+            },
+        }
+    }
+
+    fn judge(state: &ClusterState, reserved: &[Reserved]) -> (bool, String) {
+        let b = Object::Pod(pod("b", "uid-b", None));
+        let req = Request {
+            operation: Operation::Create,
+            namespace: "default",
+            object: &b,
+            old_object: None,
+        };
+        let v = evaluate(
+            &Policy::default(),
+            &req,
+            state,
+            false,
+            &Lookups::default(),
+            reserved,
+        );
+        (v.allowed, v.denial.unwrap_or_default())
+    }
+
+    #[test]
+    fn an_entry_counts_until_the_watch_shows_its_pod() {
+        let mut state = ClusterState::new();
+        state.track_seen_uids(Duration::from_secs(95));
+        state.apply_pvc(
+            &serde_json::from_value(json!({"metadata": {"name": "data", "namespace": "default"},
+                "spec": {"accessModes": ["ReadWriteOncePod"]}}))
+            .unwrap(),
+        );
+        // Entries of other claims or namespaces do not count.
+        let others = [
+            entry("x", "uid-x", "default", "other"),
+            entry("y", "uid-y", "elsewhere", "data"),
+        ];
+        assert!(judge(&state, &others).0);
+
+        let reserved = [entry("a", "uid-a", "default", "data")];
+        let (allowed, msg) = judge(&state, &reserved);
+        assert!(!allowed);
+        assert!(
+            msg.starts_with("[rwop-exclusive] PersistentVolumeClaim \"data\" is ReadWriteOncePod and already used by pod default/a (not scheduled yet)"),
+            "{msg}"
+        );
+        // Stored: the pod counts itself, once.
+        state.apply_pod(&pod("a", "uid-a", Some("n1")));
+        let (allowed, msg) = judge(&state, &reserved);
+        assert!(!allowed);
+        assert!(msg.contains("default/a on node n1"), "{msg}");
+        assert_eq!(msg.matches("default/a").count(), 1, "{msg}");
+        // Gone: the entry holds nothing any more.
+        state.delete_pod("default", "a");
+        assert!(judge(&state, &reserved).0);
+        // A pod recreated under the same name with a new uid keeps its own entry.
+        let recreated = [entry("a", "uid-a2", "default", "data")];
+        assert!(!judge(&state, &recreated).0);
+    }
+}
