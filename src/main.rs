@@ -345,7 +345,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             restarts_metric: Some(restarts),
             ..Default::default()
         };
-        _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
         let (namespace, identity) = (replica_namespace(), replica_identity());
         let counters = cluster::reservations::ReservationMetrics {
             recorded: metrics.register_counter(
@@ -374,6 +373,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Default::default(),
         ));
         tracing::info!(%namespace, %identity, "claim reservations are Leases in the API server");
+        // After the reservations: the pods of the initial list must count as
+        // seen, or a reservation whose pod was stored and is deleted later
+        // would hold its claim until its deadline.
+        _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
         tracing::info!("watching pods, claims, volumes, storage classes and namespaces; /readyz turns 200 once synced");
         client = Some(c);
         cluster
