@@ -738,3 +738,44 @@ async fn pruning_drops_dead_entries_and_keeps_live_ones() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_audit_interval_elects_one_writer_and_hands_over_on_sigterm() {
+    let b = Bench::start().await;
+    let audit = &["--audit-interval", "1h"];
+    let a = b.replica("replica-a", audit, None).await;
+    let c = b.replica("replica-b", audit, None).await;
+    let holder = || {
+        b.api
+            .leases()
+            .get("claimguard-system", "claimguard-audit")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    wait_for("an audit leader", || async { !holder().is_empty() }).await;
+    let first = holder();
+    let (leader, follower) = match first.as_str() {
+        "replica-a" => (a, "replica-b"),
+        "replica-b" => (c, "replica-a"),
+        other => panic!("unexpected holder {other:?}"),
+    };
+    // SIGTERM: a clean stop releases the Lease, the other replica takes over.
+    let status = Command::new("kill")
+        .args(["-TERM", &leader.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let termed = Instant::now();
+    wait_for("the other replica to lead the audit", || async {
+        holder() == follower
+    })
+    .await;
+    // Released, not expired: well before the 15 s lease would have run out
+    // (a try every 2 s).
+    assert!(
+        termed.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        termed.elapsed()
+    );
+    drop(leader);
+}
