@@ -145,6 +145,10 @@ struct ServeArgs {
     /// per namespace, e.g. 10m. Off by default; needs the API server (not --snapshot).
     #[arg(long, env = "CLAIMGUARD_AUDIT_INTERVAL", value_parser = parse_duration)]
     audit_interval: Option<Duration>,
+    /// Live mode: budget for recording a reservation in the API server (a
+    /// Lease write, retries included); past it, onLookupError decides.
+    #[arg(long, env = "CLAIMGUARD_RESERVATION_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    reservation_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -317,6 +321,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The replica's namespace: `POD_NAMESPACE` (downward API), else claimguard-system.
+fn replica_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| cluster::reservations::DEFAULT_NAMESPACE.to_string())
+}
+
+/// The replica's identity: `POD_NAME` (downward API), else the hostname.
+fn replica_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("claimguard-{}", std::process::id()))
+}
+
+/// The Lease whose holder runs the periodic audit.
+const AUDIT_LEASE: &str = "claimguard-audit";
+
 /// `serve --dev` works from any directory: its example cluster and the review
 /// its curl line sends are built in, and written next to the dev certificates.
 const DEV_DIR: &str = "certs/dev";
@@ -371,6 +397,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(server::Metrics::new());
     // Both feeders live as long as the server: dropping the handle stops the watchers.
     let mut _live = None;
+    let mut _reservations = None;
+    // Dropped last: a clean stop releases the audit Lease for the next replica.
+    let mut election_handle = None;
     let mut client = None;
     let cluster = if snapshot.is_empty() {
         let c = live::client_from(args.kubeconfig.as_deref()).await?;
@@ -383,6 +412,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             restarts_metric: Some(restarts),
             ..Default::default()
         };
+        let (namespace, identity) = (replica_namespace(), replica_identity());
+        let counters = cluster::reservations::ReservationMetrics {
+            recorded: metrics.register_counter(
+                "claimguard_reservations_recorded",
+                "Claim reservations written to the API server (Leases) before an allowed answer",
+            ),
+            conflicts: metrics.register_counter(
+                "claimguard_reservation_conflicts",
+                "Reservation writes that lost a race (409) and were decided again",
+            ),
+            unrecorded: metrics.register_counter(
+                "claimguard_reservations_unrecorded",
+                "Admissions whose reservation could not be written, answered per onLookupError",
+            ),
+            pruned: metrics.register_counter(
+                "claimguard_reservations_pruned",
+                "Reservation entries removed once their pod was seen or their deadline passed",
+            ),
+        };
+        let book = cluster::reservations::ReservationBook::new(c.clone(), &namespace, &identity)
+            .with_write_timeout(args.reservation_timeout)
+            .with_metrics(counters);
+        _reservations = Some(cluster::reservations::start(
+            cluster.clone(),
+            Arc::new(book),
+            Default::default(),
+        ));
+        tracing::info!(%namespace, %identity, "claim reservations are Leases in the API server");
+        // After the reservations: the pods of the initial list must count as
+        // seen, or a reservation whose pod was stored and is deleted later
+        // would hold its claim until its deadline.
         _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
         tracing::info!("watching pods, claims, volumes, storage classes and namespaces; /readyz turns 200 once synced");
         client = Some(c);
@@ -415,15 +475,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "Violations found by the last periodic audit, by rule",
             gauges.family(),
         );
-        let e = engine.clone();
-        tokio::spawn(audit::reporter::run_periodic(
-            client,
-            engine.cluster().clone(),
-            move || e.policy(),
-            interval,
-            gauges,
+        // One replica writes the reports: the holder of the Lease claimguard-audit.
+        let election = cluster::leader::elect(
+            client.clone(),
+            &replica_namespace(),
+            AUDIT_LEASE,
+            &replica_identity(),
+            Default::default(),
+        );
+        let (e, view) = (engine.clone(), engine.cluster().clone());
+        tokio::spawn(cluster::leader::run_while_leader(
+            election.subscribe(),
+            move || {
+                let e = e.clone();
+                audit::reporter::run_periodic(
+                    client.clone(),
+                    view.clone(),
+                    move || e.policy(),
+                    interval,
+                    gauges.clone(),
+                )
+            },
         ));
-        tracing::info!(?interval, "periodic audit writes PolicyReports");
+        election_handle = Some(election);
+        tracing::info!(
+            ?interval,
+            lease = AUDIT_LEASE,
+            "periodic audit writes PolicyReports while this replica holds the Lease"
+        );
     }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
@@ -443,6 +522,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             review.display()
         );
     }
-    server::run_with_metrics(config, engine, metrics).await?;
+    let served = server::run_with_metrics(config, engine, metrics).await;
+    if let Some(e) = election_handle.take() {
+        e.stop().await;
+    }
+    served?;
     Ok(())
 }

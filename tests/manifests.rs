@@ -308,7 +308,13 @@ fn check_webhooks(objs: &[Value]) {
         assert_eq!(svc["path"], "/validate", "{name}");
         assert_eq!(svc["port"], 443, "{name}");
         assert!(hook["clientConfig"]["url"].is_null(), "{name}: url");
-        assert_eq!(hook["sideEffects"], "None", "{name}");
+        // Only the pod webhook writes (a claim reservation Lease), never on a dry run.
+        let side_effects = if *name == "pods.claimguard.io" {
+            "NoneOnDryRun"
+        } else {
+            "None"
+        };
+        assert_eq!(hook["sideEffects"], side_effects, "{name}");
         assert_eq!(strings(&hook["admissionReviewVersions"]), ["v1"], "{name}");
         let timeout = hook["timeoutSeconds"].as_u64().expect("timeoutSeconds set");
         assert!(
@@ -380,7 +386,7 @@ fn rbac_is_read_only_except_events() {
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
         .collect();
-    assert_eq!(roles.len(), 1, "one ClusterRole and no other role");
+    assert_eq!(roles.len(), 2, "one ClusterRole and the leases Role");
     let role = find(&objs, "ClusterRole", "claimguard");
     assert!(role["aggregationRule"].is_null());
 
@@ -430,9 +436,25 @@ fn rbac_is_read_only_except_events() {
         json!([{"kind": "ServiceAccount", "name": "claimguard", "namespace": NS}])
     );
     find(&objs, "ServiceAccount", "claimguard");
-    assert!(
-        !objs.iter().any(|o| o["kind"] == "RoleBinding"),
-        "no namespaced bindings"
+    // Leases (claim reservations, audit leader election): in claimguard's
+    // own namespace only.
+    let leases = find(&objs, "Role", "claimguard-leases");
+    assert_eq!(leases["metadata"]["namespace"], NS);
+    assert_eq!(
+        leases["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}])
+    );
+    let bindings: Vec<_> = objs.iter().filter(|o| o["kind"] == "RoleBinding").collect();
+    assert_eq!(bindings.len(), 1, "only the leases binding is namespaced");
+    assert_eq!(bindings[0]["metadata"]["namespace"], NS);
+    assert_eq!(
+        bindings[0]["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "claimguard-leases"})
+    );
+    assert_eq!(
+        bindings[0]["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "claimguard", "namespace": NS}])
     );
 }
 
@@ -494,6 +516,22 @@ fn deployment_is_hardened_and_highly_available() {
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
     assert_eq!(c["image"], "ghcr.io/claimguard/claimguard:0.1.0");
+    // The replica's namespace and identity for claim reservations, from the downward API.
+    for (var, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        let env = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == var);
+        assert_eq!(
+            env.map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]),
+            Some(&json!(field)),
+            "{var}"
+        );
+    }
     assert_eq!(
         strings(&c["args"]),
         [

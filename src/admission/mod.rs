@@ -2,14 +2,16 @@
 //! the cluster lock, AdmissionReview out.
 
 mod mutate;
+mod reserve;
 mod review;
 
 pub use mutate::{mutation_body, Mutated, MutationSummary};
 pub use review::{parse_request, response_body, AdmissionRequest, ReviewError, API_VERSION};
 
+use crate::cluster::reservations::Reserved;
 use crate::cluster::{
     pod_claims, ClaimFacts, ClusterState, ClusterView, Consumer, LookupError, NamespaceMode,
-    SharedCluster, StorageClassFacts,
+    PodUid, SharedCluster, StorageClassFacts,
 };
 use crate::objects::{Kind, Object};
 use crate::policy::{self, Operation, Policy, Request, Verdict};
@@ -56,6 +58,8 @@ struct RequestView<'a> {
     state: &'a ClusterState,
     not_ready: bool,
     lookups: &'a Lookups,
+    /// Live reservation entries from the API server's Leases (live mode).
+    reserved: &'a [Reserved],
 }
 
 /// What the live GETs of one request found. Kept beside the index, never
@@ -65,6 +69,8 @@ struct RequestView<'a> {
 struct Lookups {
     failed: Vec<(String, String)>,
     fetched: Vec<(String, ClaimFacts)>,
+    /// Claims whose reservation could not be written, with why.
+    unrecorded: Vec<(String, String)>,
 }
 
 impl RequestView<'_> {
@@ -76,6 +82,11 @@ impl RequestView<'_> {
             return Err(LookupError::Fetch {
                 namespace: namespace.to_string(),
                 name: claim.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some((_, reason)) = self.lookups.unrecorded.iter().find(|(c, _)| c == claim) {
+            return Err(LookupError::Unrecorded {
                 reason: reason.clone(),
             });
         }
@@ -98,7 +109,28 @@ impl ClusterView for RequestView<'_> {
     }
     fn consumers(&self, namespace: &str, claim: &str) -> Result<Vec<Consumer<'_>>, LookupError> {
         self.check(namespace, claim)?;
-        self.state.consumers(namespace, claim)
+        let mut out = self.state.consumers(namespace, claim)?;
+        // A reservation counts until the watch shows its pod: stored, the pod
+        // counts itself; gone, it holds nothing.
+        for r in self.reserved {
+            let e = &r.entry;
+            if e.namespace != namespace
+                || e.claim != claim
+                || self.state.seen_uid(&r.uid)
+                || out.iter().any(|c| c.uid.is_some_and(|u| u.matches(&r.uid)))
+            {
+                continue;
+            }
+            out.push(Consumer {
+                namespace: &e.namespace,
+                name: &e.pod,
+                uid: Some(PodUid::Text(&r.uid)),
+                node: e.node.as_deref(),
+                terminating: false,
+                read_only: e.read_only,
+            });
+        }
+        Ok(out)
     }
     fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError> {
         self.state.namespace_mode(namespace)
@@ -211,13 +243,26 @@ impl Engine {
         let stores = operation == Operation::Create
             && !req.dry_run
             && matches!(object, Object::Pod(_) | Object::PersistentVolumeClaim(_));
-        let verdict = if stores {
+        let book = self.cluster.reservations();
+        let verdict = if let (Some(book), Object::Pod(pod), true) = (&book, object, stores) {
+            // Live mode across replicas: the reservation goes to the API server.
+            reserve::decide_and_reserve(
+                &self.cluster,
+                book,
+                &policy,
+                &request,
+                pod,
+                not_ready,
+                lookups,
+            )
+            .await
+        } else if stores {
             let mut state = self.cluster.write();
             let ttl = self.cluster.reservation_ttl();
             if ttl.is_some() {
                 state.expire_reservations(Instant::now());
             }
-            let verdict = evaluate(&policy, &request, &state, not_ready, &lookups);
+            let verdict = evaluate(&policy, &request, &state, not_ready, &lookups, &[]);
             if verdict.allowed {
                 match (object, ttl) {
                     (Object::Pod(p), Some(ttl)) => state.reserve_pod(p, Instant::now() + ttl),
@@ -229,8 +274,12 @@ impl Engine {
             }
             verdict
         } else {
+            let reserved = match &book {
+                Some(b) => b.entries_for(&namespace, &referenced_claims(object)),
+                None => Vec::new(),
+            };
             let state = self.cluster.read();
-            evaluate(&policy, &request, &state, not_ready, &lookups)
+            evaluate(&policy, &request, &state, not_ready, &lookups, &reserved)
         };
         summary.allowed = verdict.allowed;
         summary.findings = verdict
@@ -291,11 +340,13 @@ fn evaluate(
     state: &ClusterState,
     not_ready: bool,
     lookups: &Lookups,
+    reserved: &[Reserved],
 ) -> Verdict {
     let view = RequestView {
         state,
         not_ready,
         lookups,
+        reserved,
     };
     policy::evaluate(policy, request, &view)
 }

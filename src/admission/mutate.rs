@@ -143,12 +143,19 @@ impl Engine {
         } else {
             Lookups::default()
         };
+        // Pods admitted by any replica but not stored yet count as users too
+        // (an unscheduled one means: no pin yet).
+        let reserved = match (applies, self.cluster.reservations()) {
+            (true, Some(book)) => book.entries_for(&namespace, &super::referenced_claims(object)),
+            _ => Vec::new(),
+        };
         let decision = {
             let state = self.cluster.read();
             let view = RequestView {
                 state: &state,
                 not_ready,
                 lookups: &lookups,
+                reserved: &reserved,
             };
             colocate::decide(&policy, &request, &view)
         };

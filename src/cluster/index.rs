@@ -571,6 +571,9 @@ pub struct ClusterState {
     /// reservation to the first one's queue entry.
     reservation_deadlines: HashMap<Key, Instant>,
     removals_since_gc: usize,
+    /// Uids of claim-using pods the watch has shown, when reservations live
+    /// in the API server (`cluster::reservations`).
+    seen_uids: Option<super::reservations::SeenUids>,
 }
 
 const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
@@ -661,7 +664,21 @@ impl ClusterState {
 
     pub fn apply_pod(&mut self, pod: &objects::Pod) {
         self.end_reservation(namespace_of(&pod.metadata), &pod.metadata.name);
+        if let Some(seen) = self.seen_uids.as_mut() {
+            seen.note(pod);
+        }
         self.upsert_pod(pod, false);
+    }
+
+    /// From now on remember the uids of claim-using pods the watch shows, for
+    /// `keep` after their last event (see `cluster::reservations`).
+    pub fn track_seen_uids(&mut self, keep: std::time::Duration) {
+        self.seen_uids = Some(super::reservations::SeenUids::new(keep));
+    }
+
+    /// Has the watch shown the pod with this uid (stored, or since gone)?
+    pub fn seen_uid(&self, uid: &str) -> bool {
+        self.seen_uids.as_ref().is_some_and(|s| s.contains(uid))
     }
 
     fn end_reservation(&mut self, ns: &str, name: &str) {

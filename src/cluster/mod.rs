@@ -5,8 +5,10 @@
 //! `ClusterView` is the read-only face the pure policy core sees.
 
 mod index;
+pub mod leader;
 pub mod live;
 mod modes;
+pub mod reservations;
 mod shared;
 pub mod snapshot;
 
@@ -65,6 +67,9 @@ pub enum LookupError {
         name: String,
         reason: String,
     },
+    /// The claim's reservation could not be recorded in the API server.
+    #[error("the reservation could not be recorded ({reason})")]
+    Unrecorded { reason: String },
 }
 
 /// Read-only view of the cluster for the policy core. Every lookup costs

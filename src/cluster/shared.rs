@@ -22,6 +22,8 @@ pub struct SharedCluster {
     synced: AtomicBool,
     fetcher: arc_swap::ArcSwapOption<Box<dyn ClaimFetcher>>,
     reservation_ttl: Option<Duration>,
+    /// Reservations in the API server (live mode across replicas).
+    reservations: arc_swap::ArcSwapOption<super::reservations::ReservationBook>,
 }
 
 /// How long an admitted pod holds its claims before the watch shows it.
@@ -46,6 +48,7 @@ impl SharedCluster {
             synced: AtomicBool::new(synced),
             fetcher: arc_swap::ArcSwapOption::empty(),
             reservation_ttl: ttl,
+            reservations: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -78,6 +81,15 @@ impl SharedCluster {
 
     pub fn reservation_ttl(&self) -> Option<Duration> {
         self.reservation_ttl
+    }
+
+    /// Keep reservations in the API server through `book` from now on.
+    pub fn set_reservations(&self, book: Arc<super::reservations::ReservationBook>) {
+        self.reservations.store(Some(book));
+    }
+
+    pub fn reservations(&self) -> Option<Arc<super::reservations::ReservationBook>> {
+        self.reservations.load_full()
     }
 }
 

@@ -10,9 +10,24 @@ pub const ALLOW_SHARED_WRITERS: &str = "claimguard.io/allow-shared-writers";
 pub(super) const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 fn lookup_finding(claim: &str, e: &LookupError, policy: &Policy) -> RawFinding {
-    let outcome = match policy.action(Rule::LookupError) {
-        super::Action::Deny => "refused (onLookupError: deny)",
-        _ => "allowed without checks (onLookupError: allow)",
+    let deny = matches!(policy.action(Rule::LookupError), super::Action::Deny);
+    if let LookupError::Unrecorded { reason } = e {
+        // Checked, but no other replica will know: it could admit a second pod.
+        let outcome = if deny {
+            "refused (onLookupError: deny)"
+        } else {
+            "allowed unreserved (onLookupError: allow)"
+        };
+        return RawFinding::new(
+            Rule::LookupError,
+            claim,
+            format!("PersistentVolumeClaim \"{claim}\": the reservation could not be recorded ({reason}); {outcome}"),
+        );
+    }
+    let outcome = if deny {
+        "refused (onLookupError: deny)"
+    } else {
+        "allowed without checks (onLookupError: allow)"
     };
     RawFinding::new(
         Rule::LookupError,
