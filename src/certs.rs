@@ -41,6 +41,10 @@ pub const TLS_CERT_FILE: &str = "tls.crt";
 pub const TLS_KEY_FILE: &str = "tls.key";
 pub const SECRET_FILE: &str = "secret.yaml";
 pub const PATCH_FILE: &str = "cabundle-patch.json";
+/// The caBundle patch for the co-location overlay's MutatingWebhookConfiguration.
+pub const COLOCATE_PATCH_FILE: &str = "cabundle-patch-colocate.json";
+/// `manifests/colocate/` has two mutating webhooks (labelled namespaces, the rest).
+pub const COLOCATE_WEBHOOK_COUNT: usize = 2;
 
 /// Dev certificates are replaced when they would expire within this margin, so
 /// a long-lived checkout does not start failing TLS in the middle of a session.
@@ -80,6 +84,8 @@ pub enum CertsError {
     Invalid { path: PathBuf, reason: String },
     #[error("cannot serialize {what}: {reason}")]
     Serialize { what: &'static str, reason: String },
+    #[error("{} already exists and may hold the CA your cluster trusts; pass --force to replace the files, or choose another --out directory", path.display())]
+    Exists { path: PathBuf },
 }
 
 /// Options of `claimguard certs`.
@@ -92,6 +98,9 @@ pub struct CertsOptions {
     pub days: u32,
     /// How many webhooks the configuration has; the patch sets `caBundle` on each.
     pub webhook_count: usize,
+    /// Replace files already in `out`. Off by default: they may be the CA a
+    /// cluster trusts, and a new CA there breaks the webhook until re-patched.
+    pub force: bool,
 }
 
 impl CertsOptions {
@@ -103,6 +112,7 @@ impl CertsOptions {
             out: out.into(),
             days: DEFAULT_DAYS,
             webhook_count: DEFAULT_WEBHOOK_COUNT,
+            force: false,
         }
     }
 }
@@ -134,6 +144,8 @@ pub struct Written {
     pub tls_key: PathBuf,
     pub secret: PathBuf,
     pub cabundle_patch: PathBuf,
+    /// The same CA for `mutatingwebhookconfiguration claimguard-colocate`.
+    pub cabundle_patch_colocate: PathBuf,
 }
 
 /// Paths of the dev certificates, and whether they were made just now.
@@ -287,13 +299,19 @@ pub fn write_bundle(opts: &CertsOptions) -> Result<Written, CertsError> {
         opts.days,
     )?;
     let secret = secret_manifest(&opts.namespace, &certs)?;
-    let patch = cabundle_patch(&certs.ca_pem, opts.webhook_count);
-    let mut patch_json =
-        serde_json::to_string_pretty(&patch).map_err(|e| CertsError::Serialize {
-            what: "caBundle patch",
-            reason: e.to_string(),
-        })?;
-    patch_json.push('\n');
+    let patch_text = |count: usize| {
+        serde_json::to_string_pretty(&cabundle_patch(&certs.ca_pem, count))
+            .map(|mut text| {
+                text.push('\n');
+                text
+            })
+            .map_err(|e| CertsError::Serialize {
+                what: "caBundle patch",
+                reason: e.to_string(),
+            })
+    };
+    let patch_json = patch_text(opts.webhook_count)?;
+    let colocate_json = patch_text(COLOCATE_WEBHOOK_COUNT)?;
 
     fs::create_dir_all(&opts.out).map_err(|source| CertsError::CreateDir {
         path: opts.out.clone(),
@@ -305,7 +323,23 @@ pub fn write_bundle(opts: &CertsOptions) -> Result<Written, CertsError> {
         tls_key: opts.out.join(TLS_KEY_FILE),
         secret: opts.out.join(SECRET_FILE),
         cabundle_patch: opts.out.join(PATCH_FILE),
+        cabundle_patch_colocate: opts.out.join(COLOCATE_PATCH_FILE),
     };
+    if !opts.force {
+        let existing = [
+            &written.ca_cert,
+            &written.tls_cert,
+            &written.tls_key,
+            &written.secret,
+            &written.cabundle_patch,
+            &written.cabundle_patch_colocate,
+        ]
+        .into_iter()
+        .find(|p| p.symlink_metadata().is_ok());
+        if let Some(p) = existing {
+            return Err(CertsError::Exists { path: p.clone() });
+        }
+    }
     // Key first and certificate last: a server polling the directory never
     // sees a new certificate next to an old key for long, and it checks the
     // pair before switching anyway.
@@ -313,6 +347,11 @@ pub fn write_bundle(opts: &CertsOptions) -> Result<Written, CertsError> {
     write_file(&written.secret, secret.as_bytes(), true)?;
     write_file(&written.ca_cert, certs.ca_pem.as_bytes(), false)?;
     write_file(&written.cabundle_patch, patch_json.as_bytes(), false)?;
+    write_file(
+        &written.cabundle_patch_colocate,
+        colocate_json.as_bytes(),
+        false,
+    )?;
     write_file(&written.tls_cert, certs.cert_pem.as_bytes(), false)?;
     Ok(written)
 }
@@ -655,6 +694,7 @@ mod tests {
             names,
             [
                 "ca.crt",
+                "cabundle-patch-colocate.json",
                 "cabundle-patch.json",
                 "secret.yaml",
                 "tls.crt",

@@ -49,7 +49,7 @@ enum AuditOutput {
 #[derive(Subcommand)]
 enum Command {
     /// The webhook server: AdmissionReview v1 on POST /validate over TLS,
-    /// /healthz, /readyz and /metrics.
+    /// the opt-in co-location webhook on POST /mutate, /healthz, /readyz and /metrics.
     Serve(ServeArgs),
     /// Evaluate manifests offline, in order, as if applied one by one to the
     /// cluster state, and print what `kubectl apply` would print.
@@ -95,6 +95,10 @@ enum Command {
         /// Validity of the CA and the serving certificate, in days.
         #[arg(long, default_value_t = certs::DEFAULT_DAYS, env = "CLAIMGUARD_DAYS")]
         days: u32,
+        /// Replace certificates already in --out (they may hold the CA the
+        /// cluster trusts: patch the caBundle again afterwards).
+        #[arg(long, env = "CLAIMGUARD_FORCE")]
+        force: bool,
     },
 }
 
@@ -109,6 +113,15 @@ struct ServeArgs {
     /// Private key of the serving certificate (PEM).
     #[arg(long, env = "CLAIMGUARD_TLS_KEY", required_unless_present = "dev")]
     tls_key: Option<PathBuf>,
+    /// CA (PEM) of the API server's client certificate: POST /validate and
+    /// /mutate then require a client certificate that chains to it; probes
+    /// and /metrics need none. Reloaded when the file changes.
+    #[arg(long, env = "CLAIMGUARD_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Also serve /metrics, /healthz and /readyz over plain HTTP on this
+    /// address (e.g. 0.0.0.0:9090), so Prometheus needs no webhook CA.
+    #[arg(long, env = "CLAIMGUARD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Use snapshot files as the cluster instead of the API server (repeatable).
     /// Admitted objects join the in-memory state.
     #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
@@ -119,8 +132,9 @@ struct ServeArgs {
     /// Kubeconfig for the API server [default: in-cluster, then ~/.kube/config].
     #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Development mode: 127.0.0.1:8443, certificates in certs/ (made if
-    /// missing), examples/cluster.yaml as the cluster unless --snapshot is given.
+    /// Development mode: 127.0.0.1:8443, certificates in certs/dev/ (made if
+    /// missing), the built-in example cluster (examples/cluster.yaml) unless
+    /// --snapshot is given.
     #[arg(long, env = "CLAIMGUARD_DEV")]
     dev: bool,
     /// After SIGTERM, keep serving this long (the API server reuses
@@ -131,6 +145,10 @@ struct ServeArgs {
     /// per namespace, e.g. 10m. Off by default; needs the API server (not --snapshot).
     #[arg(long, env = "CLAIMGUARD_AUDIT_INTERVAL", value_parser = parse_duration)]
     audit_interval: Option<Duration>,
+    /// Live mode: budget for recording a reservation in the API server (a
+    /// Lease write, retries included); past it, onLookupError decides.
+    #[arg(long, env = "CLAIMGUARD_RESERVATION_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    reservation_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -160,8 +178,10 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAIMGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -175,12 +195,29 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            // One line, no backtrace: the chain of causes joined.
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// One line, no backtrace: the chain of causes joined by `: `, leaving out a
+/// cause whose text the line already holds (thiserror messages often quote
+/// their source, and kube's errors nest the same reason several times).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -225,7 +262,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     let client = live::client_from(kubeconfig.as_deref()).await?;
                     anyhow::Ok(audit::reporter::load_from_cluster(&client).await?)
                 })
-                .context("read the cluster")?
+                .context("cannot read the cluster (audit a dump instead with --snapshot FILE)")?
             };
             let report = audit::audit_state(&state, &objects, &policy);
             let text = match output {
@@ -247,32 +284,82 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             service,
             out,
             days,
+            force,
         } => {
             let mut opts = certs::CertsOptions::new(out);
-            opts.namespace = namespace;
+            opts.namespace = namespace.clone();
             opts.service = service;
             opts.days = days;
+            opts.force = force;
             let w = certs::write_bundle(&opts)?;
             println!("wrote {}", w.ca_cert.display());
             println!("wrote {}", w.tls_cert.display());
             println!("wrote {}", w.tls_key.display());
             println!("wrote {}", w.secret.display());
             println!("wrote {}", w.cabundle_patch.display());
+            println!("wrote {}", w.cabundle_patch_colocate.display());
             println!();
             println!("next:");
+            println!(
+                "  kubectl create namespace {namespace} --dry-run=client -o yaml | kubectl apply -f -"
+            );
             println!("  kubectl apply -f {}", w.secret.display());
             println!("  kubectl apply -k manifests/");
             println!(
                 "  kubectl patch validatingwebhookconfiguration claimguard --type=json --patch-file {}",
                 w.cabundle_patch.display()
             );
+            println!(
+                "with co-location (kubectl apply -k manifests/colocate/ instead of manifests/):"
+            );
+            println!(
+                "  kubectl patch mutatingwebhookconfiguration claimguard-colocate --type=json --patch-file {}",
+                w.cabundle_patch_colocate.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-const DEV_SNAPSHOT: &str = "examples/cluster.yaml";
-const DEV_REVIEW: &str = "examples/admission/pg-debug-denied.json";
+/// The replica's namespace: `POD_NAMESPACE` (downward API), else claimguard-system.
+fn replica_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| cluster::reservations::DEFAULT_NAMESPACE.to_string())
+}
+
+/// The replica's identity: `POD_NAME` (downward API), else the hostname.
+fn replica_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("claimguard-{}", std::process::id()))
+}
+
+/// The Lease whose holder runs the periodic audit.
+const AUDIT_LEASE: &str = "claimguard-audit";
+
+/// `serve --dev` works from any directory: its example cluster and the review
+/// its curl line sends are built in, and written next to the dev certificates.
+const DEV_DIR: &str = "certs/dev";
+const DEV_SNAPSHOT: (&str, &str) = ("cluster.yaml", include_str!("../examples/cluster.yaml"));
+const DEV_REVIEW: (&str, &str) = (
+    "pg-debug-denied.json",
+    include_str!("../examples/admission/pg-debug-denied.json"),
+);
+
+/// Writes a built-in example file into the dev directory (kept if unchanged).
+fn write_dev_file(dir: &std::path::Path, (name, text): (&str, &str)) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(path)
+}
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or_else(|| {
@@ -285,11 +372,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (tls_cert, tls_key, ca) = match (args.tls_cert.clone(), args.tls_key.clone()) {
         (Some(c), Some(k)) => (c, k, None),
         _ => {
-            let dev = certs::ensure_dev_certs(std::path::Path::new("certs"))
+            let dev = certs::ensure_dev_certs(std::path::Path::new(DEV_DIR))
                 .context("dev certificates")?;
             if dev.created {
                 tracing::info!(
-                    dir = "certs",
+                    dir = DEV_DIR,
                     "wrote a development CA and serving certificate"
                 );
             }
@@ -297,13 +384,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mut snapshot = args.snapshot.clone();
-    if snapshot.is_empty() && args.dev {
-        snapshot.push(PathBuf::from(DEV_SNAPSHOT));
+    let mut dev_review = None;
+    if args.dev {
+        let dir = std::path::Path::new(DEV_DIR);
+        std::fs::create_dir_all(dir).with_context(|| format!("create {DEV_DIR}"))?;
+        if snapshot.is_empty() {
+            snapshot.push(write_dev_file(dir, DEV_SNAPSHOT)?);
+        }
+        dev_review = Some(write_dev_file(dir, DEV_REVIEW)?);
     }
     let policy = load_policy(args.policy.as_ref())?;
     let metrics = Arc::new(server::Metrics::new());
     // Both feeders live as long as the server: dropping the handle stops the watchers.
     let mut _live = None;
+    let mut _reservations = None;
+    // Dropped last: a clean stop releases the audit Lease for the next replica.
+    let mut election_handle = None;
     let mut client = None;
     let cluster = if snapshot.is_empty() {
         let c = live::client_from(args.kubeconfig.as_deref()).await?;
@@ -316,6 +412,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             restarts_metric: Some(restarts),
             ..Default::default()
         };
+        let (namespace, identity) = (replica_namespace(), replica_identity());
+        let counters = cluster::reservations::ReservationMetrics {
+            recorded: metrics.register_counter(
+                "claimguard_reservations_recorded",
+                "Claim reservations written to the API server (Leases) before an allowed answer",
+            ),
+            conflicts: metrics.register_counter(
+                "claimguard_reservation_conflicts",
+                "Reservation writes that lost a race (409) and were decided again",
+            ),
+            unrecorded: metrics.register_counter(
+                "claimguard_reservations_unrecorded",
+                "Admissions whose reservation could not be written, answered per onLookupError",
+            ),
+            pruned: metrics.register_counter(
+                "claimguard_reservations_pruned",
+                "Reservation entries removed once their pod was seen or their deadline passed",
+            ),
+        };
+        let book = cluster::reservations::ReservationBook::new(c.clone(), &namespace, &identity)
+            .with_write_timeout(args.reservation_timeout)
+            .with_metrics(counters);
+        _reservations = Some(cluster::reservations::start(
+            cluster.clone(),
+            Arc::new(book),
+            Default::default(),
+        ));
+        tracing::info!(%namespace, %identity, "claim reservations are Leases in the API server");
+        // After the reservations: the pods of the initial list must count as
+        // seen, or a reservation whose pod was stored and is deleted later
+        // would hold its claim until its deadline.
         _live = Some(live::start(c.clone(), cluster.clone(), opts).await?);
         tracing::info!("watching pods, claims, volumes, storage classes, namespaces and nodes; /readyz turns 200 once synced");
         client = Some(c);
@@ -353,18 +480,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "Violations found by the last periodic audit, by rule",
             gauges.family(),
         );
-        let e = engine.clone();
-        tokio::spawn(audit::reporter::run_periodic(
-            client,
-            engine.cluster().clone(),
-            move || e.policy(),
-            interval,
-            gauges,
+        // One replica writes the reports: the holder of the Lease claimguard-audit.
+        let election = cluster::leader::elect(
+            client.clone(),
+            &replica_namespace(),
+            AUDIT_LEASE,
+            &replica_identity(),
+            Default::default(),
+        );
+        let (e, view) = (engine.clone(), engine.cluster().clone());
+        tokio::spawn(cluster::leader::run_while_leader(
+            election.subscribe(),
+            move || {
+                let e = e.clone();
+                audit::reporter::run_periodic(
+                    client.clone(),
+                    view.clone(),
+                    move || e.policy(),
+                    interval,
+                    gauges.clone(),
+                )
+            },
         ));
-        tracing::info!(?interval, "periodic audit writes PolicyReports");
+        election_handle = Some(election);
+        tracing::info!(
+            ?interval,
+            lease = AUDIT_LEASE,
+            "periodic audit writes PolicyReports while this replica holds the Lease"
+        );
     }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
+    config.client_ca = args.client_ca.clone();
+    config.metrics_listen = args.metrics_listen;
     if let Some(ca) = ca {
         let port = listen.port();
         eprintln!(
@@ -372,11 +520,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             snapshot[0].display()
         );
         eprintln!("try a denial:");
+        let review = dev_review.as_deref().unwrap_or(std::path::Path::new(""));
         eprintln!(
-            "  curl -sS --cacert {} --resolve claimguard.claimguard-system.svc:{port}:127.0.0.1 -H 'Content-Type: application/json' --data @{DEV_REVIEW} https://claimguard.claimguard-system.svc:{port}/validate",
-            ca.display()
+            "  curl -sS --cacert {} --resolve claimguard.claimguard-system.svc:{port}:127.0.0.1 -H 'Content-Type: application/json' --data @{} https://claimguard.claimguard-system.svc:{port}/validate",
+            ca.display(),
+            review.display()
         );
     }
-    server::run_with_metrics(config, engine, metrics).await?;
+    let served = server::run_with_metrics(config, engine, metrics).await;
+    if let Some(e) = election_handle.take() {
+        e.stop().await;
+    }
+    served?;
     Ok(())
 }

@@ -79,3 +79,45 @@ fn bad_input_exits_2() {
         "{err}"
     );
 }
+
+#[test]
+fn the_shipped_example_dump_has_violations() {
+    let out = claimguard(&["audit", "--snapshot", "examples/audit-dump.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for rule in [
+        "rwop-exclusive",
+        "rwo-cross-node",
+        "workload-rwo-replicas",
+        "rollout-deadlock",
+    ] {
+        assert!(text.contains(rule), "{rule} missing:\n{text}");
+    }
+    assert!(text.ends_with("4 violations (2 fail, 2 warn)\n"), "{text}");
+}
+
+#[test]
+fn no_cluster_is_one_short_line_that_says_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_claimguard"))
+        .arg("audit")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CLAIMGUARD_SNAPSHOT")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "error: cannot read the cluster (audit a dump instead with --snapshot FILE)"
+        ),
+        "{err}"
+    );
+    // Each cause once.
+    assert_eq!(err.matches("failed to read kubeconfig").count(), 1, "{err}");
+    assert!(err.len() < 400, "{} characters: {err}", err.len());
+}

@@ -219,7 +219,7 @@ fn start_fake(fake: Shared) -> String {
         })
     });
     let addr = rx
-        .recv_timeout(Duration::from_secs(10))
+        .recv_timeout(Duration::from_secs(30))
         .expect("fake started");
     format!("http://{addr}")
 }
@@ -483,7 +483,7 @@ async fn a_missing_crd_is_named_and_the_loop_keeps_going() {
             .filter(|l| l.starts_with("GET /apis/wgpolicyk8s.io/v1alpha2/policyreports?"))
             .count()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while report_lists() < 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -531,7 +531,7 @@ async fn an_unsynced_view_is_not_audited() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(fake.lock().unwrap().log.is_empty());
     cluster.set_synced(true);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while fake.lock().unwrap().log.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

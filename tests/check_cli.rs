@@ -195,3 +195,116 @@ fn huge_input_is_handled() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["objects"].as_array().unwrap().len(), 20_000);
 }
+
+#[test]
+fn a_denial_names_its_file_and_the_webhook_as_kubectl_does() {
+    let out = claimguard(&[
+        "check",
+        "--snapshot",
+        "examples/cluster.yaml",
+        "examples/scenarios/03-rwop-second-pod.yaml",
+        "examples/scenarios/04-deployment-replicas.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Error from server (Forbidden): error when creating \"examples/scenarios/03-rwop-second-pod.yaml\": admission webhook \"pods.claimguard.io\" denied the request: [rwop-exclusive] "), "{text}");
+    assert!(text.contains("Error from server (Forbidden): error when creating \"examples/scenarios/04-deployment-replicas.yaml\": admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] "), "{text}");
+}
+
+#[test]
+fn applying_the_same_object_again_prints_configured() {
+    let d = tempfile::tempdir().unwrap();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {a: b}\n";
+    let deploy = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: shop}}\nspec:\n  replicas: {replicas}\n  strategy: {{type: Recreate}}\n  template:\n    spec:\n      containers: [{{name: c, image: nginx}}]\n"
+        )
+    };
+    let a = write(d.path(), "a.yaml", &format!("{cm}---\n{}", deploy(1)));
+    let b = write(d.path(), "b.yaml", &format!("{cm}---\n{}", deploy(2)));
+    let out = claimguard(&["check", &a, &b]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "configmap/settings created\ndeployment.apps/web created\nconfigmap/settings configured\ndeployment.apps/web configured\n"
+    );
+    // A pod already in the snapshot is not created a second time either.
+    let pod = write(
+        d.path(),
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: postgres-0, namespace: shop}\nspec:\n  containers: [{name: c, image: postgres}]\n  volumes: [{name: d, persistentVolumeClaim: {claimName: pg-data}}]\n",
+    );
+    let out = claimguard(&["check", "--snapshot", "examples/cluster.yaml", &pod]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/postgres-0 configured\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_denied_update_is_judged_against_the_old_object() {
+    // An RWOP Deployment scaled from 1 to 3 by a second apply: denied, and
+    // kubectl's words for an update say `patching`.
+    let d = tempfile::tempdir().unwrap();
+    let deploy = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: pg, namespace: shop}}\nspec:\n  replicas: {replicas}\n  strategy: {{type: Recreate}}\n  template:\n    spec:\n      containers: [{{name: c, image: postgres}}]\n      volumes: [{{name: d, persistentVolumeClaim: {{claimName: pg-data}}}}]\n"
+        )
+    };
+    let one = write(d.path(), "one.yaml", &deploy(1));
+    let three = write(d.path(), "three.yaml", &deploy(3));
+    let out = claimguard(&["check", "--snapshot", "examples/cluster.yaml", &one, &three]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "deployment.apps/pg created");
+    assert!(
+        lines[1].starts_with(&format!("Error from server (Forbidden): error when patching \"{three}\": admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dash_reads_standard_input() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_claimguard"))
+        .args(["check", "--snapshot", "examples/cluster.yaml", "-"])
+        .current_dir(root())
+        .env_remove("CLAIMGUARD_SNAPSHOT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let manifest =
+        std::fs::read(root().join("examples/scenarios/03-rwop-second-pod.yaml")).unwrap();
+    child.stdin.take().unwrap().write_all(&manifest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(
+        "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"pods.claimguard.io\" denied the request: [rwop-exclusive] "
+    ));
+}
+
+#[test]
+fn nothing_to_check_is_bad_input_not_a_pass() {
+    let d = tempfile::tempdir().unwrap();
+    let empty_dir = d.path().join("empty");
+    std::fs::create_dir(&empty_dir).unwrap();
+    std::fs::write(empty_dir.join("README.md"), "not a manifest").unwrap();
+    assert_bad_input(
+        &["check", empty_dir.to_str().unwrap()],
+        "no .yaml, .yml or .json files in this directory",
+    );
+    for (name, text) in [
+        ("empty.yaml", ""),
+        ("comments.yaml", "# nothing\n---\n"),
+        (
+            "list.json",
+            "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[]}",
+        ),
+    ] {
+        let f = write(d.path(), name, text);
+        assert_bad_input(&["check", &f], "no Kubernetes objects in this file");
+    }
+}

@@ -351,21 +351,21 @@ async fn watch_honours_timeout_and_bookmarks() {
     })
     .await;
     server.bookmark();
-    match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+    match tokio::time::timeout(Duration::from_secs(15), s.next()).await {
         Ok(Some(Ok(kube::api::WatchEvent::Bookmark(b)))) => {
             assert_eq!(b.metadata.resource_version, rv)
         }
         other => panic!("expected a bookmark, got {other:?}"),
     }
     // timeoutSeconds=1: the server ends the stream by itself.
-    match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+    match tokio::time::timeout(Duration::from_secs(15), s.next()).await {
         Ok(None) => {}
         other => panic!("expected the stream to end, got {other:?}"),
     }
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -104,8 +104,24 @@ fn merge(target: &mut Value, patch: &Value) {
                 merge(t.entry(k.clone()).or_insert(Value::Null), v);
             }
         }
+        // Lists of named objects (containers, env, volumes) merge by name, as a
+        // strategic merge patch does; kustomize puts new entries first.
+        (Value::Array(t), Value::Array(p)) if is_named_list(t) && is_named_list(p) => {
+            let mut added = Vec::new();
+            for item in p {
+                match t.iter_mut().find(|o| o["name"] == item["name"]) {
+                    Some(existing) => merge(existing, item),
+                    None => added.push(item.clone()),
+                }
+            }
+            t.splice(0..0, added);
+        }
         (t, p) => *t = p.clone(),
     }
+}
+
+fn is_named_list(items: &[Value]) -> bool {
+    !items.is_empty() && items.iter().all(|o| o["name"].is_string())
 }
 
 fn key(o: &Value) -> (String, String, String) {
@@ -306,7 +322,8 @@ fn check_webhooks(objs: &[Value]) {
         assert_eq!(svc["path"], "/validate", "{name}");
         assert_eq!(svc["port"], 443, "{name}");
         assert!(hook["clientConfig"]["url"].is_null(), "{name}: url");
-        // Pods: Events on a controller-made pod's owner, none on dry runs.
+        // Only the pod webhook writes (a claim reservation Lease, Events on a
+        // controller-made pod's owner), never on a dry run.
         let side_effects = if *name == "pods.claimguard.io" {
             "NoneOnDryRun"
         } else {
@@ -362,7 +379,7 @@ fn base_webhook_configuration() {
 }
 
 #[test]
-fn rbac_is_read_only_except_reports_and_events() {
+fn rbac_is_read_only_except_events() {
     let objs = render("");
     let allowed: BTreeMap<(&str, &str), BTreeSet<String>> = BTreeMap::from([
         (("", "pods"), set(&["get", "list", "watch"])),
@@ -377,26 +394,20 @@ fn rbac_is_read_only_except_reports_and_events() {
             ("storage.k8s.io", "storageclasses"),
             set(&["get", "list", "watch"]),
         ),
-        (
-            ("wgpolicyk8s.io", "policyreports"),
-            set(&["create", "get", "list", "update", "patch", "delete"]),
-        ),
         (("", "events"), set(&["create", "patch"])),
         (("events.k8s.io", "events"), set(&["create", "patch"])),
-        (("apps", "deployments"), set(&["get", "list"])),
-        (("apps", "replicasets"), set(&["get", "list"])),
-        (("apps", "statefulsets"), set(&["get", "list"])),
-        (("apps", "daemonsets"), set(&["get", "list"])),
-        (("batch", "jobs"), set(&["get", "list"])),
-        (("batch", "cronjobs"), set(&["get", "list"])),
-        (("", "replicationcontrollers"), set(&["get", "list"])),
+        (("apps", "deployments"), set(&["get"])),
+        (("apps", "replicasets"), set(&["get"])),
+        (("apps", "statefulsets"), set(&["get"])),
+        (("batch", "jobs"), set(&["get"])),
+        (("", "replicationcontrollers"), set(&["get"])),
     ]);
 
     let roles: Vec<_> = objs
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
         .collect();
-    assert_eq!(roles.len(), 1, "one ClusterRole and no other role");
+    assert_eq!(roles.len(), 2, "one ClusterRole and the leases Role");
     let role = find(&objs, "ClusterRole", "claimguard");
     assert!(role["aggregationRule"].is_null());
 
@@ -447,9 +458,25 @@ fn rbac_is_read_only_except_reports_and_events() {
         json!([{"kind": "ServiceAccount", "name": "claimguard", "namespace": NS}])
     );
     find(&objs, "ServiceAccount", "claimguard");
-    assert!(
-        !objs.iter().any(|o| o["kind"] == "RoleBinding"),
-        "no namespaced bindings"
+    // Leases (claim reservations, audit leader election): in claimguard's
+    // own namespace only.
+    let leases = find(&objs, "Role", "claimguard-leases");
+    assert_eq!(leases["metadata"]["namespace"], NS);
+    assert_eq!(
+        leases["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}])
+    );
+    let bindings: Vec<_> = objs.iter().filter(|o| o["kind"] == "RoleBinding").collect();
+    assert_eq!(bindings.len(), 1, "only the leases binding is namespaced");
+    assert_eq!(bindings[0]["metadata"]["namespace"], NS);
+    assert_eq!(
+        bindings[0]["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "claimguard-leases"})
+    );
+    assert_eq!(
+        bindings[0]["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "claimguard", "namespace": NS}])
     );
 }
 
@@ -511,6 +538,22 @@ fn deployment_is_hardened_and_highly_available() {
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
     assert_eq!(c["image"], "ghcr.io/claimguard/claimguard:0.1.0");
+    // The replica's namespace and identity for claim reservations, from the downward API.
+    for (var, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        let env = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == var);
+        assert_eq!(
+            env.map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]),
+            Some(&json!(field)),
+            "{var}"
+        );
+    }
     assert_eq!(
         strings(&c["args"]),
         [
@@ -644,6 +687,156 @@ fn shipped_policy_files_load_with_the_real_parser() {
 }
 
 #[test]
+fn policy_reports_overlay_turns_on_the_audit_and_grants_only_what_it_needs() {
+    let base = render("");
+    let objs = render("policy-reports");
+    check_webhooks(&objs);
+    let added: BTreeSet<_> = objs
+        .iter()
+        .map(key)
+        .filter(|k| !base.iter().any(|b| key(b) == *k))
+        .collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            (
+                "ClusterRole".into(),
+                String::new(),
+                "claimguard-policy-reports".into()
+            ),
+            (
+                "ClusterRoleBinding".into(),
+                String::new(),
+                "claimguard-policy-reports".into()
+            ),
+        ])
+    );
+    let role = find(&objs, "ClusterRole", "claimguard-policy-reports");
+    let mut writes = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for r in strings(&rule["resources"]) {
+            for v in strings(&rule["verbs"]) {
+                if v != "list" {
+                    writes.insert(format!("{r}/{v}"));
+                }
+            }
+        }
+    }
+    assert!(
+        writes.iter().all(|w| w.starts_with("policyreports/")),
+        "{writes:?}"
+    );
+    let binding = find(&objs, "ClusterRoleBinding", "claimguard-policy-reports");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "claimguard", "namespace": NS}])
+    );
+    // The audit is on: the interval reaches the container, the base's env stays.
+    let deployment = find(&objs, "Deployment", "claimguard");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let names: Vec<_> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str()))
+        .collect();
+    assert!(
+        names.contains(&("CLAIMGUARD_AUDIT_INTERVAL", Some("10m"))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("CLAIMGUARD_LOG_FORMAT", Some("json"))),
+        "{names:?}"
+    );
+    // And the base does not run it.
+    let base_env = &find(&base, "Deployment", "claimguard")["spec"]["template"]["spec"]
+        ["containers"][0]["env"];
+    assert!(!base_env.to_string().contains("AUDIT_INTERVAL"));
+}
+
+#[test]
+fn monitoring_overlay_scrapes_plain_metrics_and_alerts() {
+    let base = render("");
+    let objs = render("monitoring");
+    check_webhooks(&objs);
+    let added: BTreeSet<_> = objs
+        .iter()
+        .map(key)
+        .filter(|k| !base.iter().any(|b| key(b) == *k))
+        .collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            ("PrometheusRule".into(), NS.into(), "claimguard".into()),
+            ("Service".into(), NS.into(), "claimguard-metrics".into()),
+            ("ServiceMonitor".into(), NS.into(), "claimguard".into()),
+        ])
+    );
+    let container =
+        &find(&objs, "Deployment", "claimguard")["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"CLAIMGUARD_METRICS_LISTEN","value":"0.0.0.0:9090"}"#),
+        "{env}"
+    );
+    let ports: Vec<_> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        ports.contains(&("metrics", 9090)) && ports.contains(&("https", 8443)),
+        "{ports:?}"
+    );
+    // The Service reaches the pods, the ServiceMonitor the Service, by name.
+    let svc = find(&objs, "Service", "claimguard-metrics");
+    let selector = json!({"matchLabels": svc["spec"]["selector"]});
+    assert!(matches_pods(&selector, &pod_labels(&objs)));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    let sm = find(&objs, "ServiceMonitor", "claimguard");
+    let svc_labels: BTreeMap<&str, &str> = svc["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    assert!(selects(&sm["spec"]["selector"], &svc_labels));
+    // ... and not the webhook's own Service (TLS, no /metrics for Prometheus).
+    let webhook_svc = find(&objs, "Service", "claimguard");
+    let webhook_labels: BTreeMap<&str, &str> = webhook_svc["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    assert!(!selects(&sm["spec"]["selector"], &webhook_labels));
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    // The job label the alerts use is what the ServiceMonitor produces.
+    let job = svc_labels[sm["spec"]["jobLabel"].as_str().unwrap()];
+    let rules = find(&objs, "PrometheusRule", "claimguard");
+    let alerts: Vec<&Value> = rules["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert!(alerts.len() >= 6);
+    for a in &alerts {
+        let expr = a["expr"].as_str().unwrap();
+        if expr.contains("up{") {
+            assert!(expr.contains(&format!("job=\"{job}\"")), "{expr}");
+        }
+        assert!(a["labels"]["severity"].is_string(), "{a}");
+        assert!(a["annotations"]["summary"].is_string(), "{a}");
+    }
+}
+
+#[test]
 fn audit_mode_overlay_only_changes_the_mode() {
     let base = render("");
     let audit = render("audit-mode");
@@ -722,8 +915,11 @@ fn cabundle_patch_from_certs_fills_every_webhook() {
         assert_eq!(hook["clientConfig"]["service"]["path"], "/validate");
     }
 
-    // Rotation: running certs again and patching replaces every bundle.
-    let rotated = certs::write_bundle(&certs::CertsOptions::new(dir.path())).unwrap();
+    // Rotation: running certs again (with force: the files are there) and
+    // patching replaces every bundle.
+    let mut again = certs::CertsOptions::new(dir.path());
+    again.force = true;
+    let rotated = certs::write_bundle(&again).unwrap();
     let new_ca = std::fs::read_to_string(&rotated.ca_cert).unwrap();
     assert_ne!(new_ca, ca);
     json_patch::patch(&mut config, &certs::cabundle_patch(&new_ca, 3)).unwrap();

@@ -108,7 +108,7 @@ async fn serve_with_the_live_view_denies_then_allows() {
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .tls_built_in_root_certs(false)
         .resolve(HOST, addr)
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
     let url = |p: &str| format!("https://{HOST}:{}{p}", addr.port());

@@ -151,8 +151,10 @@ async fn body_over_the_limit_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_are_dropped() {
+    let request_timeout = Duration::from_secs(2);
     let t = TestServer::start_with(engine(true), |c| {
         c.tls_handshake_timeout = Duration::from_secs(1);
+        c.request_timeout = request_timeout;
     })
     .await;
     let ca = t.ca.pem();
@@ -194,10 +196,15 @@ async fn stalled_clients_are_dropped() {
     })
     .await
     .unwrap();
-    assert!(silent.0 && silent.1 < Duration::from_secs(5), "{silent:?}");
-    // request_timeout is 5 s in the tests; the reader gives up after 15 s.
+    // What is asserted is the answer: the server, not the client's 15 s read
+    // timeout, ends each stalled connection, and a stalled body gets 408. The
+    // server's timers fire on a loaded 2-core machine up to seconds late (the
+    // actix timer wheel also rounds up), so the upper bounds are generous and
+    // sit well below the reader's own 15 s.
+    let server_ended = Duration::from_secs(12);
+    assert!(silent.0 && silent.1 < server_ended, "{silent:?}");
     assert!(
-        partial_headers.0 < Duration::from_secs(6),
+        partial_headers.0 >= request_timeout && partial_headers.0 < server_ended,
         "{partial_headers:?}"
     );
     assert!(
@@ -205,7 +212,7 @@ async fn stalled_clients_are_dropped() {
         "{partial_headers:?}"
     );
     assert!(
-        headers_no_body.0 < Duration::from_secs(6),
+        headers_no_body.0 >= request_timeout && headers_no_body.0 < server_ended,
         "{headers_no_body:?}"
     );
     assert!(
@@ -329,7 +336,7 @@ async fn certificate_rotation_without_failed_requests() {
         "cert B + key A must be refused"
     );
     std::fs::write(&t.key_path, &pair_b.key_pem).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if served_cert(&[&ca], t.addr).await == pair_b.der() {
             break;
@@ -352,7 +359,7 @@ async fn certificate_rotation_without_failed_requests() {
     std::os::unix::fs::symlink("..data/tls.crt", &t.cert_path).unwrap();
     std::os::unix::fs::symlink("..data/tls.key", &t.key_path).unwrap();
     let both = [ca.as_str(), &ca2_pem];
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while served_cert(&both, t.addr).await != pair_c.der() {
         assert!(
             Instant::now() < deadline,
@@ -367,7 +374,7 @@ async fn certificate_rotation_without_failed_requests() {
     write_pair(&data2, &pair_d);
     std::os::unix::fs::symlink(&data2, &link_tmp).unwrap();
     std::fs::rename(&link_tmp, t.dir.path().join("..data")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while served_cert(&both, t.addr).await != pair_d.der() {
         assert!(Instant::now() < deadline, "..data swap never picked up");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -461,7 +468,7 @@ async fn mismatched_or_garbage_pairs_are_refused() {
     // A complete, matching pair is taken again.
     std::fs::write(&t.cert_path, &pair_b.cert_pem).unwrap();
     std::fs::write(&t.key_path, &pair_b.key_pem).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while served_cert(&[&ca], t.addr).await != pair_b.der() {
         assert!(Instant::now() < deadline, "valid pair never served");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -23,7 +23,7 @@ async fn sigterm_serves_through_grace_then_exits_cleanly() {
     let server = tokio::spawn(claimguard::server::run(config, engine(true)));
 
     let c = client(&[&ca.pem()], addr);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match c.get(url(addr, "/healthz")).send().await {
             Ok(r) if r.status().as_u16() == 200 => break,

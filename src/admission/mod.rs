@@ -1,15 +1,19 @@
 //! The request path: AdmissionReview in, decision (with reservation) under
 //! the cluster lock, AdmissionReview out.
 
+mod mutate;
+mod reserve;
 mod review;
 
+pub use mutate::{mutation_body, Mutated, MutationSummary};
 pub use review::{
     parse_request, response_body, AdmissionRequest, ReviewError, ScaleRequest, API_VERSION,
 };
 
+use crate::cluster::reservations::Reserved;
 use crate::cluster::{
     pod_claims, ClaimFacts, ClusterState, ClusterView, Consumer, LookupError, NamespaceMode,
-    SharedCluster, StorageClassFacts,
+    PodUid, SharedCluster, StorageClassFacts,
 };
 use crate::objects::{Kind, Object};
 use crate::policy::{self, Operation, Policy, Request, Verdict};
@@ -58,6 +62,8 @@ struct RequestView<'a> {
     state: &'a ClusterState,
     not_ready: bool,
     lookups: &'a Lookups,
+    /// Live reservation entries from the API server's Leases (live mode).
+    reserved: &'a [Reserved],
 }
 
 /// What the live GETs of one request found. Kept beside the index, never
@@ -67,6 +73,8 @@ struct RequestView<'a> {
 struct Lookups {
     failed: Vec<(String, String)>,
     fetched: Vec<(String, ClaimFacts)>,
+    /// Claims whose reservation could not be written, with why.
+    unrecorded: Vec<(String, String)>,
 }
 
 impl RequestView<'_> {
@@ -78,6 +86,11 @@ impl RequestView<'_> {
             return Err(LookupError::Fetch {
                 namespace: namespace.to_string(),
                 name: claim.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some((_, reason)) = self.lookups.unrecorded.iter().find(|(c, _)| c == claim) {
+            return Err(LookupError::Unrecorded {
                 reason: reason.clone(),
             });
         }
@@ -100,10 +113,34 @@ impl ClusterView for RequestView<'_> {
     }
     fn consumers(&self, namespace: &str, claim: &str) -> Result<Vec<Consumer<'_>>, LookupError> {
         self.check(namespace, claim)?;
-        self.state.consumers(namespace, claim)
+        let mut out = self.state.consumers(namespace, claim)?;
+        // A reservation counts until the watch shows its pod: stored, the pod
+        // counts itself; gone, it holds nothing.
+        for r in self.reserved {
+            let e = &r.entry;
+            if e.namespace != namespace
+                || e.claim != claim
+                || self.state.seen_uid(&r.uid)
+                || out.iter().any(|c| c.uid.is_some_and(|u| u.matches(&r.uid)))
+            {
+                continue;
+            }
+            out.push(Consumer {
+                namespace: &e.namespace,
+                name: &e.pod,
+                uid: Some(PodUid::Text(&r.uid)),
+                node: e.node.as_deref(),
+                terminating: false,
+                read_only: e.read_only,
+            });
+        }
+        Ok(out)
     }
     fn namespace_mode(&self, namespace: &str) -> Result<Option<NamespaceMode>, LookupError> {
         self.state.namespace_mode(namespace)
+    }
+    fn namespace_colocates(&self, namespace: &str) -> Result<bool, LookupError> {
+        self.state.namespace_colocates(namespace)
     }
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>> {
         self.state.storage_class(name)
@@ -223,13 +260,26 @@ impl Engine {
         let stores = operation == Operation::Create
             && !req.dry_run
             && matches!(object, Object::Pod(_) | Object::PersistentVolumeClaim(_));
-        let verdict = if stores {
+        let book = self.cluster.reservations();
+        let verdict = if let (Some(book), Object::Pod(pod), true) = (&book, object, stores) {
+            // Live mode across replicas: the reservation goes to the API server.
+            reserve::decide_and_reserve(
+                &self.cluster,
+                book,
+                &policy,
+                &request,
+                pod,
+                not_ready,
+                lookups,
+            )
+            .await
+        } else if stores {
             let mut state = self.cluster.write();
             let ttl = self.cluster.reservation_ttl();
             if ttl.is_some() {
                 state.expire_reservations(Instant::now());
             }
-            let verdict = evaluate(&policy, &request, &state, not_ready, &lookups);
+            let verdict = evaluate(&policy, &request, &state, not_ready, &lookups, &[]);
             if verdict.allowed {
                 match (object, ttl) {
                     (Object::Pod(p), Some(ttl)) => state.reserve_pod(p, Instant::now() + ttl),
@@ -241,8 +291,12 @@ impl Engine {
             }
             verdict
         } else {
+            let reserved = match &book {
+                Some(b) => b.entries_for(&namespace, &referenced_claims(object)),
+                None => Vec::new(),
+            };
             let state = self.cluster.read();
-            evaluate(&policy, &request, &state, not_ready, &lookups)
+            evaluate(&policy, &request, &state, not_ready, &lookups, &reserved)
         };
         if let (Some(sink), Object::Pod(p), Operation::Create, false) =
             (self.events.get(), object, operation, req.dry_run)
@@ -304,10 +358,12 @@ impl Engine {
             },
             Ok(Some(w)) => {
                 let state = self.cluster.read();
+                // Workload rules read claims only, never consumers.
                 let view = RequestView {
                     state: &state,
                     not_ready,
                     lookups: &lookups,
+                    reserved: &[],
                 };
                 policy::evaluate_scale(
                     policy,
@@ -406,11 +462,13 @@ fn evaluate(
     state: &ClusterState,
     not_ready: bool,
     lookups: &Lookups,
+    reserved: &[Reserved],
 ) -> Verdict {
     let view = RequestView {
         state,
         not_ready,
         lookups,
+        reserved,
     };
     policy::evaluate(policy, request, &view)
 }

@@ -562,6 +562,8 @@ pub struct ClusterState {
     volumes: HashMap<VolumeName, AccessModes>,
     classes: HashMap<Box<str>, ClassEntry>,
     namespaces: HashMap<Box<str>, Option<NamespaceMode>>,
+    /// Namespaces labelled `claimguard.io/colocate: "true"` (usually few).
+    colocate_namespaces: HashSet<Box<str>>,
     reservations: VecDeque<(Instant, Key)>,
     /// The live deadline of each reserved pod. A queue entry ends a
     /// reservation only when its deadline is this one: a pod reserved, shown
@@ -576,6 +578,9 @@ pub struct ClusterState {
     pins: HashMap<u32, Box<objects::PodSpec>>,
     /// Workloads of a snapshot, for scale requests (never fed live).
     workloads: super::workloads::WorkloadTable,
+    /// Uids of claim-using pods the watch has shown, when reservations live
+    /// in the API server (`cluster::reservations`).
+    seen_uids: Option<super::reservations::SeenUids>,
 }
 
 const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
@@ -670,7 +675,21 @@ impl ClusterState {
 
     pub fn apply_pod(&mut self, pod: &objects::Pod) {
         self.end_reservation(namespace_of(&pod.metadata), &pod.metadata.name);
+        if let Some(seen) = self.seen_uids.as_mut() {
+            seen.note(pod);
+        }
         self.upsert_pod(pod, false);
+    }
+
+    /// From now on remember the uids of claim-using pods the watch shows, for
+    /// `keep` after their last event (see `cluster::reservations`).
+    pub fn track_seen_uids(&mut self, keep: std::time::Duration) {
+        self.seen_uids = Some(super::reservations::SeenUids::new(keep));
+    }
+
+    /// Has the watch shown the pod with this uid (stored, or since gone)?
+    pub fn seen_uid(&self, uid: &str) -> bool {
+        self.seen_uids.as_ref().is_some_and(|s| s.contains(uid))
     }
 
     fn end_reservation(&mut self, ns: &str, name: &str) {
@@ -1042,10 +1061,23 @@ impl ClusterState {
             .and_then(|v| NamespaceMode::from_label(v));
         self.namespaces
             .insert(ns.metadata.name.as_str().into(), mode);
+        if ns
+            .metadata
+            .labels
+            .get(super::COLOCATE_LABEL)
+            .map(String::as_str)
+            == Some("true")
+        {
+            self.colocate_namespaces
+                .insert(ns.metadata.name.as_str().into());
+        } else {
+            self.colocate_namespaces.remove(ns.metadata.name.as_str());
+        }
     }
 
     pub fn delete_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
+        self.colocate_namespaces.remove(name);
     }
 
     pub fn namespace_names(&self) -> Vec<String> {
@@ -1236,6 +1268,10 @@ impl ClusterView for ClusterState {
 
     fn node_hostname(&self, node: &str) -> Option<&str> {
         self.nodes.hostname(node)
+    }
+
+    fn namespace_colocates(&self, namespace: &str) -> Result<bool, LookupError> {
+        Ok(self.colocate_namespaces.contains(namespace))
     }
 
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>> {

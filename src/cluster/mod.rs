@@ -5,9 +5,11 @@
 //! `ClusterView` is the read-only face the pure policy core sees.
 
 mod index;
+pub mod leader;
 pub mod live;
 mod modes;
 mod nodes;
+pub mod reservations;
 mod shared;
 pub mod snapshot;
 mod workloads;
@@ -30,6 +32,9 @@ pub enum NamespaceMode {
 }
 
 pub const MODE_LABEL: &str = "claimguard.io/mode";
+
+/// Namespace label (and pod annotation) that opts into co-location (`/mutate`).
+pub const COLOCATE_LABEL: &str = "claimguard.io/colocate";
 
 impl NamespaceMode {
     pub fn from_label(v: &str) -> Option<NamespaceMode> {
@@ -66,6 +71,9 @@ pub enum LookupError {
         name: String,
         reason: String,
     },
+    /// The claim's reservation could not be recorded in the API server.
+    #[error("the reservation could not be recorded ({reason})")]
+    Unrecorded { reason: String },
 }
 
 /// Read-only view of the cluster for the policy core. Every lookup costs
@@ -80,6 +88,11 @@ pub trait ClusterView {
     /// node's name).
     fn node_hostname(&self, _node: &str) -> Option<&str> {
         None
+    }
+
+    /// Whether the namespace carries `claimguard.io/colocate: "true"`.
+    fn namespace_colocates(&self, _namespace: &str) -> Result<bool, LookupError> {
+        Ok(false)
     }
     fn storage_class(&self, name: &str) -> Option<StorageClassFacts<'_>>;
     fn default_storage_class(&self) -> Option<StorageClassFacts<'_>>;

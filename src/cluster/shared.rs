@@ -23,6 +23,8 @@ pub struct SharedCluster {
     fetcher: arc_swap::ArcSwapOption<Box<dyn ClaimFetcher>>,
     workload_fetcher: arc_swap::ArcSwapOption<Box<dyn super::WorkloadFetcher>>,
     reservation_ttl: Option<Duration>,
+    /// Reservations in the API server (live mode across replicas).
+    reservations: arc_swap::ArcSwapOption<super::reservations::ReservationBook>,
 }
 
 /// How long an admitted pod holds its claims before the watch shows it.
@@ -48,6 +50,7 @@ impl SharedCluster {
             fetcher: arc_swap::ArcSwapOption::empty(),
             workload_fetcher: arc_swap::ArcSwapOption::empty(),
             reservation_ttl: ttl,
+            reservations: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -89,6 +92,15 @@ impl SharedCluster {
 
     pub fn reservation_ttl(&self) -> Option<Duration> {
         self.reservation_ttl
+    }
+
+    /// Keep reservations in the API server through `book` from now on.
+    pub fn set_reservations(&self, book: Arc<super::reservations::ReservationBook>) {
+        self.reservations.store(Some(book));
+    }
+
+    pub fn reservations(&self) -> Option<Arc<super::reservations::ReservationBook>> {
+        self.reservations.load_full()
     }
 }
 

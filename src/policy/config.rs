@@ -120,6 +120,7 @@ struct PolicyFile {
     block_only_provisioners: Option<Vec<String>>,
     block_multi_writer_provisioners: Option<Vec<String>>,
     on_lookup_error: Option<OnLookupError>,
+    colocate: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +143,9 @@ pub struct Policy {
     /// multi-writer disks.
     pub block_multi_writer_provisioners: Vec<String>,
     pub on_lookup_error: OnLookupError,
+    /// `colocate: true`: co-location (`POST /mutate`) in every namespace that
+    /// is not exempt, without the namespace label or pod annotation.
+    pub colocate: bool,
 }
 
 pub const DEFAULT_BLOCK_ONLY_PROVISIONERS: [&str; 6] = [
@@ -174,6 +178,7 @@ impl Default for Policy {
                 .map(|s| s.to_string())
                 .collect(),
             on_lookup_error: OnLookupError::Allow,
+            colocate: false,
         }
     }
 }
@@ -229,6 +234,9 @@ impl Policy {
         }
         if let Some(o) = file.on_lookup_error {
             p.on_lookup_error = o;
+        }
+        if let Some(c) = file.colocate {
+            p.colocate = c;
         }
         Ok(p)
     }

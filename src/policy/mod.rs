@@ -2,6 +2,7 @@
 //! verdict out. No I/O, no async, no clock.
 
 mod claim_use;
+pub mod colocate;
 mod config;
 pub mod message;
 mod pin;

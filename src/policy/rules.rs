@@ -3,17 +3,33 @@
 
 use super::claim_use::{self, ClaimUser};
 use super::message::pods_at;
-use super::pin::Pin;
 use super::{Policy, RawFinding, Rule};
 use crate::cluster::{pod_claims, AccessModes, ClusterView, Consumer, LookupError};
 use crate::objects::{self, IntOrString, Kind, ObjectMeta, Workload};
 
 pub const ALLOW_SHARED_WRITERS: &str = "claimguard.io/allow-shared-writers";
+pub(super) use super::pin::Pin;
+pub(super) use crate::cluster::HOSTNAME_LABEL;
 
 fn lookup_finding(claim: &str, e: &LookupError, policy: &Policy) -> RawFinding {
-    let outcome = match policy.action(Rule::LookupError) {
-        super::Action::Deny => "refused (onLookupError: deny)",
-        _ => "allowed without checks (onLookupError: allow)",
+    let deny = matches!(policy.action(Rule::LookupError), super::Action::Deny);
+    if let LookupError::Unrecorded { reason } = e {
+        // Checked, but no other replica will know: it could admit a second pod.
+        let outcome = if deny {
+            "refused (onLookupError: deny)"
+        } else {
+            "allowed unreserved (onLookupError: allow)"
+        };
+        return RawFinding::new(
+            Rule::LookupError,
+            claim,
+            format!("PersistentVolumeClaim \"{claim}\": the reservation could not be recorded ({reason}); {outcome}"),
+        );
+    }
+    let outcome = if deny {
+        "refused (onLookupError: deny)"
+    } else {
+        "allowed without checks (onLookupError: allow)"
     };
     RawFinding::new(
         Rule::LookupError,
@@ -46,7 +62,7 @@ fn claim_modes(
 }
 
 /// Does this pod conflict with itself? Same uid, or same namespace/name.
-fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
+pub(super) fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
     if let (Some(a), Some(b)) = (c.uid, meta.uid.as_deref()) {
         if !b.is_empty() && a.matches(b) {
             return true;

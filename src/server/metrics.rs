@@ -16,7 +16,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 struct RequestLabels {
     kind: String,
     operation: String,
-    /// "true", "false", or "error" when the request could not be judged.
+    /// "true", "false", "error" when the request could not be judged, or
+    /// "unauthenticated" when `--client-ca` refused it.
     allowed: String,
 }
 
@@ -39,6 +40,8 @@ pub struct Metrics {
     duration: Histogram,
     violations: Family<ViolationLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    pods_pinned: Counter,
+    mutations: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,12 +85,26 @@ impl Metrics {
             "Certificate reload attempts after the files changed",
             tls_reloads.clone(),
         );
+        let pods_pinned = Counter::default();
+        registry.register(
+            "claimguard_pods_pinned",
+            "Pods pinned to the node of their ReadWriteOnce claim by POST /mutate (dry runs excluded)",
+            pods_pinned.clone(),
+        );
+        let mutations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "claimguard_mutate_requests",
+            "POST /mutate requests answered, by result: pinned, unchanged or error",
+            mutations.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             duration,
             violations,
             tls_reloads,
+            pods_pinned,
+            mutations,
         }
     }
 
@@ -122,7 +139,7 @@ impl Metrics {
             _ => "other",
         };
         let allowed = match allowed {
-            "true" | "false" | "error" => allowed,
+            "true" | "false" | "error" | "unauthenticated" => allowed,
             _ => "other",
         };
         self.requests
@@ -156,6 +173,23 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one `/mutate` answer: `pinned`, `unchanged` or `error`; a pin
+    /// that is not a dry run also counts as a pod pinned.
+    pub fn mutation(&self, result: &str, dry_run: bool) {
+        let result = match result {
+            "pinned" | "unchanged" | "error" => result,
+            _ => "other",
+        };
+        if result == "pinned" && !dry_run {
+            self.pods_pinned.inc();
+        }
+        self.mutations
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
     /// OpenMetrics text of every registered metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -177,6 +211,8 @@ mod tests {
         m.observe_duration(Duration::from_micros(120));
         m.violation("rwop-exclusive", "deny");
         m.tls_reload("success");
+        m.mutation("pinned", false);
+        m.mutation("pinned", true);
         let restarts = m.register_counter("claimguard_watch_restarts", "watch restarts");
         restarts.inc();
         let text = m.encode();
@@ -187,6 +223,8 @@ mod tests {
             r#"claimguard_violations_total{rule="rwop-exclusive",action="deny"} 1"#,
             r#"claimguard_tls_reloads_total{result="success"} 1"#,
             "claimguard_watch_restarts_total 1",
+            "claimguard_pods_pinned_total 1",
+            r#"claimguard_mutate_requests_total{result="pinned"} 2"#,
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");

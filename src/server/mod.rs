@@ -5,7 +5,9 @@
 //! timeouts, records metrics and logs, and keeps the process alive if the
 //! engine ever panics.
 
+pub mod client_auth;
 pub mod metrics;
+mod mutate;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -51,6 +53,13 @@ pub struct ServeConfig {
     pub keep_alive: Duration,
     pub tls_handshake_timeout: Duration,
     pub max_body_bytes: usize,
+    /// `--client-ca`: the deciding routes require a client certificate that
+    /// chains to this CA (reloaded like the serving pair); probes and
+    /// `/metrics` do not.
+    pub client_ca: Option<PathBuf>,
+    /// `--metrics-listen`: also serve `/metrics`, `/healthz` and `/readyz`
+    /// over plain HTTP on this address, so Prometheus needs no webhook CA.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -71,6 +80,8 @@ impl ServeConfig {
             keep_alive: Duration::from_secs(120),
             tls_handshake_timeout: Duration::from_secs(5),
             max_body_bytes: DEFAULT_MAX_BODY,
+            client_ca: None,
+            metrics_listen: None,
         }
     }
 }
@@ -97,12 +108,17 @@ struct AppState {
     max_body: usize,
     body_timeout: Duration,
     shutting_down: Arc<AtomicBool>,
+    require_client_cert: bool,
+    /// `claimguard_ready`, set at each scrape: what `/readyz` would answer.
+    ready: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A server started by [`start`]: its address and the means to stop it.
 pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
+    /// The plain-HTTP metrics listener (`--metrics-listen`), if any.
+    metrics_server: Option<(SocketAddr, ServerHandle)>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     reloader: tokio::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
@@ -118,6 +134,11 @@ impl RunningServer {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The bound plain-HTTP metrics address (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(a, _)| *a)
     }
 
     /// Graceful shutdown: `/readyz` turns 503 at once, requests keep being
@@ -140,6 +161,9 @@ impl RunningServer {
             }
         };
         self.reloader.abort();
+        if let Some((_, h)) = &self.metrics_server {
+            h.stop(false).await;
+        }
         res.map_err(|e| ServerError::Join(e.to_string()))?
             .map_err(ServerError::Io)
     }
@@ -174,7 +198,14 @@ pub async fn start_with_metrics(
 ) -> Result<RunningServer, ServerError> {
     tls::install_crypto_provider();
     let files = tls::CertFiles::load(&config.tls_cert, &config.tls_key)?;
-    let tls_config = tls::server_config(files.resolver())?;
+    let client_ca = match &config.client_ca {
+        Some(path) => Some(client_auth::ClientCaFile::load(path)?),
+        None => None,
+    };
+    let tls_config = tls::server_config(
+        files.resolver(),
+        client_ca.as_ref().map(|c| c.verifier() as _),
+    )?;
 
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
@@ -185,23 +216,37 @@ pub async fn start_with_metrics(
     let addr = listener.local_addr()?;
 
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let ready = prometheus_client::metrics::gauge::Gauge::default();
+    metrics.register(
+        "claimguard_ready",
+        "1 when this replica answers /readyz with 200 (cluster view synced, not shutting down)",
+        ready.clone(),
+    );
     let state = web::Data::new(AppState {
         engine,
         metrics: Arc::clone(&metrics),
         max_body: config.max_body_bytes,
         body_timeout: config.request_timeout,
         shutting_down: Arc::clone(&shutting_down),
+        require_client_cert: client_ca.is_some(),
+        ready,
     });
+    let metrics_server = match config.metrics_listen {
+        Some(listen) => Some(start_metrics_listener(listen, state.clone())?),
+        None => None,
+    };
 
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .route("/validate", web::post().to(validate))
+            .route("/mutate", web::post().to(mutate::mutate))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_endpoint))
             .default_service(web::to(not_found))
     })
+    .on_connect(client_auth::mark_verified_client)
     .disable_signals()
     .keep_alive(config.keep_alive)
     .client_request_timeout(config.request_timeout)
@@ -214,11 +259,17 @@ pub async fn start_with_metrics(
     let server = server.listen_rustls_0_23(listener, tls_config)?.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    let reloader = tls::spawn_reloader(files, config.reload_interval, Arc::clone(&metrics));
+    let reloader = tls::spawn_reloader(
+        files,
+        client_ca,
+        config.reload_interval,
+        Arc::clone(&metrics),
+    );
     tracing::info!(%addr, "serving admission reviews over TLS");
     Ok(RunningServer {
         addr,
         handle,
+        metrics_server,
         task,
         reloader,
         metrics,
@@ -269,6 +320,30 @@ pub async fn run_with_metrics(
         .await;
     signals.abort();
     result
+}
+
+/// With `--client-ca`, a deciding route answers only a client that presented
+/// a certificate from that CA (one that presented a wrong one never got past
+/// the handshake).
+fn refuse_unauthenticated(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    if !state.require_client_cert || req.conn_data::<client_auth::VerifiedClient>().is_some() {
+        return None;
+    }
+    state
+        .metrics
+        .request("unknown", "unknown", "unauthenticated");
+    tracing::warn!(
+        peer = ?req.peer_addr(),
+        path = req.path(),
+        "refused a request without a client certificate (--client-ca is set)"
+    );
+    Some(plain(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        format!(
+            "{} needs a client certificate signed by the CA given to --client-ca (the API server's, from its AdmissionConfiguration)",
+            req.path()
+        ),
+    ))
 }
 
 fn plain(status: actix_web::http::StatusCode, line: impl Into<String>) -> HttpResponse {
@@ -329,6 +404,9 @@ async fn validate(
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
 
+    if let Some(refused) = refuse_unauthenticated(&req, &state) {
+        return refused;
+    }
     let body = match read_body(&req, payload, &state).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -458,21 +536,62 @@ async fn healthz() -> HttpResponse {
     plain(actix_web::http::StatusCode::OK, "ok")
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    use actix_web::http::StatusCode;
+/// What `/readyz` answers: `None` when ready, else why not.
+fn not_ready(state: &AppState) -> Option<&'static str> {
     if state.shutting_down.load(Ordering::SeqCst) {
-        plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        Some("shutting down")
     } else if state.engine.cluster().is_synced() {
-        plain(StatusCode::OK, "ok")
+        None
     } else {
-        plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cluster view not synced yet",
-        )
+        Some("cluster view not synced yet")
     }
 }
 
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    match not_ready(&state) {
+        None => plain(StatusCode::OK, "ok"),
+        Some(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// `--metrics-listen`: `/metrics` and the probes over plain HTTP, one worker,
+/// sharing the webhook's state. Stopped with the webhook.
+fn start_metrics_listener(
+    listen: SocketAddr,
+    state: web::Data<AppState>,
+) -> Result<(SocketAddr, ServerHandle), ServerError> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(metrics_endpoint))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .default_service(web::to(|| async {
+                plain(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    "not found; this port serves GET /metrics, /healthz and /readyz",
+                )
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    tracing::info!(%addr, "serving /metrics over plain HTTP");
+    Ok((addr, handle))
+}
+
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    state.ready.set(i64::from(not_ready(&state).is_none()));
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, metrics::CONTENT_TYPE))
         .body(state.metrics.encode())
@@ -481,7 +600,7 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
 async fn not_found() -> HttpResponse {
     plain(
         actix_web::http::StatusCode::NOT_FOUND,
-        "not found; the webhook path is POST /validate",
+        "not found; the webhook paths are POST /validate and POST /mutate",
     )
 }
 

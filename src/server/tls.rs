@@ -196,20 +196,29 @@ impl CertFiles {
     }
 }
 
-/// The server configuration: TLS 1.3 and 1.2 only, no client authentication,
-/// certificate from the resolver. actix-web adds the ALPN protocols itself
-/// (h2 and http/1.1, with its `http2` feature).
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, TlsError> {
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+/// The server configuration: TLS 1.3 and 1.2 only, certificate from the
+/// resolver, and client certificates checked by `client_verifier` when one is
+/// given (`--client-ca`), else not asked for. actix-web adds the ALPN
+/// protocols itself (h2 and http/1.1, with its `http2` feature).
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let config = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(resolver);
     Ok(config)
 }
 
-/// Polls the files every `interval` until the task is aborted.
+/// Polls the files (and the client CA, when set) every `interval` until the
+/// task is aborted.
 pub fn spawn_reloader(
     mut files: CertFiles,
+    mut client_ca: Option<super::client_auth::ClientCaFile>,
     interval: Duration,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
@@ -222,19 +231,36 @@ pub fn spawn_reloader(
         loop {
             ticker.tick().await;
             // Reading two small files is quick, but keep blocking I/O off the runtime.
-            let (back, outcome) = match tokio::task::spawn_blocking(move || {
-                let outcome = files.reload();
-                (files, outcome)
-            })
-            .await
-            {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(error = %e, "certificate reloader stopped");
-                    return;
-                }
-            };
+            let (back, outcome, ca_back, ca_outcome) =
+                match tokio::task::spawn_blocking(move || {
+                    let outcome = files.reload();
+                    let ca_outcome = client_ca.as_mut().and_then(|c| c.reload());
+                    (files, outcome, client_ca, ca_outcome)
+                })
+                .await
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(error = %e, "certificate reloader stopped");
+                        return;
+                    }
+                };
             files = back;
+            client_ca = ca_back;
+            match ca_outcome {
+                None => {}
+                Some(Ok(())) => {
+                    metrics.tls_reload("success");
+                    tracing::info!(
+                        client_ca = %client_ca.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
+                        "reloaded the client CA"
+                    );
+                }
+                Some(Err(e)) => {
+                    metrics.tls_reload("error");
+                    tracing::warn!(error = %e, "refused new client CA; still checking clients against the last good one");
+                }
+            }
             match outcome {
                 None => {}
                 Some(Ok(())) => {

@@ -63,6 +63,11 @@ impl Ca {
         self.issuer.pem()
     }
 
+    /// Any certificate this CA signs (client certificates, for instance), PEM.
+    pub fn sign(&self, params: CertificateParams, key: &KeyPair) -> String {
+        params.signed_by(key, &self.issuer).expect("sign").pem()
+    }
+
     /// A serving certificate for the service DNS name.
     pub fn issue(&self, cn: &str) -> Pair {
         let mut params = CertificateParams::new(vec![
@@ -296,7 +301,7 @@ pub fn pod_review(uid: &str, name: &str, claim: &str) -> serde_json::Value {
 
 /// Polls `/metrics` until it contains `needle` (the reloader works on its own clock).
 pub async fn wait_for_metric(client: &reqwest::Client, addr: SocketAddr, needle: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = client
             .get(url(addr, "/metrics"))

@@ -185,6 +185,7 @@ pub struct FakeApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     handle: ServerHandle,
+    leases: Arc<super::fake_leases::FakeLeases>,
 }
 
 impl Drop for FakeApiServer {
@@ -222,9 +223,12 @@ impl FakeApiServer {
             events: Mutex::new(Vec::new()),
         });
         let data = web::Data::new(shared.clone());
+        let leases = Arc::new(super::fake_leases::FakeLeases::default());
+        let leases_routes = leases.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .configure(super::fake_leases::routes(leases_routes.clone()))
                 .default_service(web::to(handle))
         })
         .workers(1)
@@ -240,7 +244,13 @@ impl FakeApiServer {
             addr,
             shared,
             handle,
+            leases,
         }
+    }
+
+    /// The `coordination.k8s.io/v1` Leases this server stores (`fake_leases`).
+    pub fn leases(&self) -> &super::fake_leases::FakeLeases {
+        &self.leases
     }
 
     pub fn addr(&self) -> SocketAddr {

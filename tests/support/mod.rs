@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod fake_leases;
 pub mod k8s;
