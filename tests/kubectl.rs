@@ -1417,7 +1417,6 @@ async fn kubectl_through_the_admission_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs scale interception (issue 12)"]
 async fn kubectl_scale_is_judged() {
     if !have_kubectl() {
         return;
