@@ -10,7 +10,8 @@
 # wrk, installed with apt-get when missing): WRK_DURATION (seconds per window,
 # default 5), WRK_ROUNDS (default 3), WRK_CONNECTIONS (default 16), SKIP_WRK=1,
 # and LOADGEN_LOAD=0 to skip the loadgen comparison and run only wrk;
-# PROFILE=debug checks the script with a debug build (figures meaningless).
+# PROFILE=debug checks the script with a debug build (figures meaningless);
+# SKIP_BUILD=1 uses release binaries already built (no criterion).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,10 @@ if [[ "${PROFILE:-release}" == debug ]]; then
     cargo build --quiet --bin claimguard --example loadgen --example memory
     BIN=target/debug
     SKIP_CRITERION=1
+elif [[ -n "${SKIP_BUILD:-}" ]]; then
+    # Release binaries built beforehand (claimguard, loadgen, memory).
+    SKIP_CRITERION=1
+    BIN=target/release
 else
     say "release build"
     cargo build --release --quiet --bins --examples
