@@ -6,7 +6,12 @@
 # Environment knobs: DURATION (load seconds per server, default 10),
 # ROUNDS (alternating null/claimguard windows, default 5),
 # CONNECTIONS (default 32), PODS (snapshot size, default 100000),
-# SKIP_CRITERION=1, SKIP_LOAD=1.
+# SKIP_CRITERION=1, SKIP_LOAD=1; for the wrk ceiling run (nginx-light and
+# wrk, installed with apt-get when missing): WRK_DURATION (seconds per window,
+# default 5), WRK_ROUNDS (default 3), WRK_CONNECTIONS (default 16), SKIP_WRK=1,
+# and LOADGEN_LOAD=0 to skip the loadgen comparison and run only wrk;
+# PROFILE=debug checks the script with a debug build (figures meaningless);
+# SKIP_BUILD=1 uses release binaries already built (no criterion).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +32,23 @@ say() { printf '\n== %s\n' "$*"; }
 say "machine"
 echo "$(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(free -g | awk '/Mem:/{print $2}') GB RAM; $(uname -sr); $(rustc --version)"
 
-say "release build"
-cargo build --release --quiet --bins --examples
-cargo bench --quiet --bench engine --no-run >"$WORK/bench-build.log" 2>&1 || { cat "$WORK/bench-build.log"; exit 1; }
-LOADGEN=target/release/examples/loadgen
+if [[ "${PROFILE:-release}" == debug ]]; then
+    # Only to check the script's mechanics: debug figures mean nothing.
+    say "debug build (PROFILE=debug: the figures below are NOT representative)"
+    cargo build --quiet --bin claimguard --example loadgen --example memory
+    BIN=target/debug
+    SKIP_CRITERION=1
+elif [[ -n "${SKIP_BUILD:-}" ]]; then
+    # Release binaries built beforehand (claimguard, loadgen, memory).
+    SKIP_CRITERION=1
+    BIN=target/release
+else
+    say "release build"
+    cargo build --release --quiet --bins --examples
+    cargo bench --quiet --bench engine --no-run >"$WORK/bench-build.log" 2>&1 || { cat "$WORK/bench-build.log"; exit 1; }
+    BIN=target/release
+fi
+LOADGEN=$BIN/examples/loadgen
 
 if [[ -z "${SKIP_CRITERION:-}" ]]; then
     say "criterion: decision, wire, engine, index updates (short measurement)"
@@ -43,7 +61,7 @@ if [[ -z "${SKIP_CRITERION:-}" ]]; then
 fi
 
 say "index memory (counting allocator) and RSS"
-target/release/examples/memory "$PODS" "$PODS"
+$BIN/examples/memory "$PODS" "$PODS"
 
 if [[ -z "${SKIP_LOAD:-}" ]]; then
     say "load: null server vs claimguard serve (${PODS} pods), ${CONNECTIONS} connections, ${DURATION} s each in ${ROUNDS} alternating windows"
@@ -64,19 +82,20 @@ if [[ -z "${SKIP_LOAD:-}" ]]; then
     NULL_PID=$!
     PIDS+=("$NULL_PID")
     wait_up "$NULL_PORT"
-    if ! target/release/claimguard serve --help >/dev/null 2>&1; then
-        echo "target/release/claimguard has no 'serve' command: nothing to compare with" >&2
+    if ! $BIN/claimguard serve --help >/dev/null 2>&1; then
+        echo "$BIN/claimguard has no 'serve' command: nothing to compare with" >&2
         exit 1
     fi
     CG_PORT=$(port)
     START=$(date +%s.%N)
-    target/release/claimguard serve --listen "127.0.0.1:$CG_PORT" \
+    $BIN/claimguard serve --listen "127.0.0.1:$CG_PORT" \
         --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
         --snapshot "$WORK/cluster.json" >"$WORK/claimguard.log" 2>&1 &
     CG_PID=$!
     PIDS+=("$CG_PID")
     wait_up "$CG_PORT"
     echo "claimguard serve: snapshot loaded, listening after $(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e-s}') s; RSS $(rss "$CG_PID") (null server: $(rss "$NULL_PID"))"
+    if [[ "${LOADGEN_LOAD:-1}" != 0 ]]; then
     "$LOADGEN" --label null,claimguard --pid "$NULL_PID,$CG_PID" \
         --url "https://127.0.0.1:$NULL_PORT/validate,https://127.0.0.1:$CG_PORT/validate" \
         --ca "$WORK/certs/ca.pem" --connections "$CONNECTIONS" \
@@ -88,4 +107,106 @@ if [[ -z "${SKIP_LOAD:-}" ]]; then
     awk '/^RESULT label=/{ for(i=2;i<=NF;i++){ split($i,kv,"="); v[kv[1]]=kv[2] } r[v["label"]]=v["rps"]; c[v["label"]]=v["server_cpu_us"] }
          END{ printf "claimguard %d req/s / null %d req/s = %.2f (target >= 0.70); server CPU per request: claimguard %.1f us, null %.1f us\n",
                      r["claimguard"], r["null"], r["claimguard"]/r["null"], c["claimguard"], c["null"] }' "$WORK/load.out"
+    fi
+
+    if [[ -z "${SKIP_WRK:-}" ]]; then
+        WRK_DURATION=${WRK_DURATION:-5}
+        WRK_ROUNDS=${WRK_ROUNDS:-3}
+        WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
+        say "ceiling: nginx vs the null server, the engine-only server and claimguard serve under wrk (1 thread x ${WRK_CONNECTIONS} keep-alive connections, ${WRK_ROUNDS} interleaved ${WRK_DURATION} s windows each)"
+        need=()
+        command -v wrk >/dev/null || need+=(wrk)
+        command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+        if ((${#need[@]})); then
+            echo "installing ${need[*]} (apt-get)"
+            SUDO=; [[ $(id -u) != 0 ]] && SUDO=sudo
+            $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+        fi
+        NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+        "$LOADGEN" --write-reviews "$WORK/reviews"
+        NULL_BODY_FILE="$WORK/null-answer.json"
+        curl -sk -X POST --data-binary @"$WORK/reviews/claims.json" "https://127.0.0.1:$NULL_PORT/validate" >"$NULL_BODY_FILE" 2>/dev/null \
+            || printf '%s' '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}' >"$NULL_BODY_FILE"
+        NGINX_PORT=$(port)
+        mkdir -p "$WORK/nginx"
+        # One worker per core, like the actix-web servers; a fixed answer to a
+        # POST whose body nginx reads and discards.
+        cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    keepalive_requests 1000000;
+    client_body_buffer_size 64k;
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl;
+        ssl_certificate $WORK/certs/tls.crt;
+        ssl_certificate_key $WORK/certs/tls.key;
+        location /validate {
+            default_type application/json;
+            return 200 '$(cat "$NULL_BODY_FILE")';
+        }
+    }
+}
+CONF
+        "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/nginx.log" 2>&1 &
+        PIDS+=($!)
+        wait_up "$NGINX_PORT"
+        ENGINE_PORT=$(port)
+        "$LOADGEN" --engine-server --snapshot "$WORK/cluster.json" --listen "127.0.0.1:$ENGINE_PORT" \
+            --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" >"$WORK/engine.log" 2>&1 &
+        PIDS+=($!)
+        wait_up "$ENGINE_PORT"
+        for f in claims noclaims; do
+            cat >"$WORK/$f.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local fh = io.open("$WORK/reviews/$f.json", "rb")
+wrk.body = fh:read("*a")
+fh:close()
+LUA
+        done
+        # label url body
+        TARGETS=(
+            "nginx https://127.0.0.1:$NGINX_PORT/validate claims"
+            "null https://127.0.0.1:$NULL_PORT/validate claims"
+            "engine https://127.0.0.1:$ENGINE_PORT/validate claims"
+            "serve https://127.0.0.1:$CG_PORT/validate claims"
+            "nginx-noclaims https://127.0.0.1:$NGINX_PORT/validate noclaims"
+            "serve-noclaims https://127.0.0.1:$CG_PORT/validate noclaims"
+        )
+        : >"$WORK/wrk.out"
+        for round in $(seq 1 "$WRK_ROUNDS"); do
+            for t in "${TARGETS[@]}"; do
+                read -r label url body <<<"$t"
+                wrk -t1 -c"$WRK_CONNECTIONS" -d"${WRK_DURATION}s" --latency -s "$WORK/$body.lua" "$url" >"$WORK/wrk.one" 2>&1 || true
+                # Requests/sec, p99 in ms, non-2xx count.
+                awk -v label="$label" -v round="$round" '
+                    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /[0-9]s$/) return v*1000; if (v ~ /m$/) return v*60000; return v }
+                    /Requests\/sec:/ { rps = $2 }
+                    /^ +99%/ { p99 = ms($2) }
+                    /Non-2xx/ { bad = $NF }
+                    END { printf "WRK label=%s round=%d rps=%.0f p99_ms=%.2f non2xx=%d\n", label, round, rps, p99, bad }' "$WORK/wrk.one" | tee -a "$WORK/wrk.out"
+            done
+        done
+        say "ceiling ratios (mean req/s over the rounds; load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
+        awk '/^WRK /{ for(i=2;i<=NF;i++){ split($i,kv,"="); v[kv[1]]=kv[2] } s[v["label"]]+=v["rps"]; n[v["label"]]++; if (v["p99_ms"]>p[v["label"]]) p[v["label"]]=v["p99_ms"]; b[v["label"]]+=v["non2xx"] }
+             END{ for (l in s) r[l]=s[l]/n[l]
+                  order="nginx null engine serve nginx-noclaims serve-noclaims"; k=split(order, o, " ")
+                  for (i=1;i<=k;i++) printf "%-15s %8.0f req/s  worst p99 %6.2f ms  non-2xx %d\n", o[i], r[o[i]], p[o[i]], b[o[i]]
+                  printf "null / nginx                        = %.2f\n", r["null"]/r["nginx"]
+                  printf "engine / nginx                      = %.2f\n", r["engine"]/r["nginx"]
+                  printf "serve / nginx                       = %.2f (target >= 0.7, goal 0.8)\n", r["serve"]/r["nginx"]
+                  printf "serve / engine                      = %.2f (target >= 0.9)\n", r["serve"]/r["engine"]
+                  printf "serve, pod without claims / nginx   = %.2f (target >= 0.8)\n", r["serve-noclaims"]/r["nginx-noclaims"]
+             }' "$WORK/wrk.out"
+    fi
 fi

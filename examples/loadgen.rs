@@ -3,6 +3,9 @@
 //! ```text
 //! loadgen --write-certs DIR                  dev CA + serving cert (ca.pem, tls.crt, tls.key)
 //! loadgen --write-snapshot FILE [--pods N]   a JSON List cluster: N pods, N PVCs, the load's claims
+//! loadgen --write-reviews DIR                 claims.json (a dry-run pod review using two of the
+//!                                            load's claims) and noclaims.json (a pod CREATE using
+//!                                            none), fixed bodies for wrk (bench/run.sh)
 //! loadgen --null-server --listen ADDR --tls-cert F --tls-key F
 //!                                            actix-web + rustls answering a fixed allowed review
 //! loadgen --engine-server --snapshot F --listen ADDR --tls-cert F --tls-key F
@@ -43,6 +46,7 @@ const LOAD_CLAIMS: usize = 20;
 struct Args {
     write_certs: Option<PathBuf>,
     write_snapshot: Option<PathBuf>,
+    write_reviews: Option<PathBuf>,
     pods: usize,
     null_server: bool,
     engine_server: bool,
@@ -66,6 +70,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         write_certs: None,
         write_snapshot: None,
+        write_reviews: None,
         pods: 100_000,
         null_server: false,
         engine_server: false,
@@ -90,6 +95,7 @@ fn parse_args() -> Result<Args> {
         match flag.as_str() {
             "--write-certs" => a.write_certs = Some(val()?.into()),
             "--write-snapshot" => a.write_snapshot = Some(val()?.into()),
+            "--write-reviews" => a.write_reviews = Some(val()?.into()),
             "--pods" => a.pods = val()?.parse()?,
             "--null-server" => a.null_server = true,
             "--engine-server" => a.engine_server = true,
@@ -129,6 +135,9 @@ fn main() -> Result<()> {
     if let Some(file) = &args.write_snapshot {
         return write_snapshot(file, args.pods);
     }
+    if let Some(dir) = &args.write_reviews {
+        return write_reviews(dir);
+    }
     if args.null_server || args.engine_server {
         return server(&args);
     }
@@ -148,6 +157,33 @@ fn main() -> Result<()> {
 }
 
 // ---- fixtures ---------------------------------------------------------------
+
+/// Two fixed review bodies for wrk: the issue's dry-run pod review using two
+/// of the load's claims, and the same pod using none (the cheap path).
+fn write_reviews(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let ns = common::namespace_name(0);
+    let name = "orders-service-7d9f8b6c4d-x2k9p";
+    let claims = [("uploads-0", false), ("config-1", true)];
+    for (file, claims, dry_run) in [
+        ("claims.json", &claims[..], true),
+        ("noclaims.json", &[][..], false),
+    ] {
+        let body = common::pod_review_json(
+            "6f1c1a52-3d1e-4a8e-9d1c-2b7f0e8a9c01",
+            &ns,
+            name,
+            "0b9e5f3a-8c2d-4f7e-a1b6-3c5d7e9f1a2b",
+            claims,
+            None,
+            dry_run,
+        );
+        let path = dir.join(file);
+        std::fs::write(&path, &body)?;
+        println!("wrote {} ({} bytes)", path.display(), body.len());
+    }
+    Ok(())
+}
 
 fn write_certs(dir: &Path) -> Result<()> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};

@@ -1,6 +1,7 @@
 //! The request path: AdmissionReview in, decision (with reservation) under
 //! the cluster lock, AdmissionReview out.
 
+pub mod fast;
 mod mutate;
 mod reserve;
 mod review;
@@ -209,7 +210,29 @@ impl Engine {
     /// Whole AdmissionReview v1 body in, serialized response out.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
         let req = parse_request(body)?;
+        if fast::may_skip_decision(body) {
+            if let Some(reviewed) = fast::claimless_pod(self, &req) {
+                return Ok(reviewed);
+            }
+        }
         Ok(self.decide(req).await)
+    }
+
+    /// As [`Engine::review`], always through the full decision: what the
+    /// cheap path is compared with (`tests/fast_path.rs`).
+    pub async fn review_full(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
+        let req = parse_request(body)?;
+        Ok(self.decide(req).await)
+    }
+
+    /// The cheap path alone: `Some` when it answered (a claimless Pod
+    /// CREATE); a review it does not answer, or that does not parse, is
+    /// `None` and left to [`Engine::review`].
+    pub fn review_fast(&self, body: &[u8]) -> Option<Reviewed> {
+        if !fast::may_skip_decision(body) {
+            return None;
+        }
+        fast::claimless_pod(self, &parse_request(body).ok()?)
     }
 
     /// Decide about a parsed request: fetch unknown claims if a fetcher is
