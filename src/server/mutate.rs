@@ -5,7 +5,7 @@ use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{guarded, plain, read_body, AppState, BodyError, CloseAfter};
+use super::{guarded, plain, read_body, AppState};
 
 pub(super) async fn mutate(
     req: HttpRequest,
@@ -17,34 +17,9 @@ pub(super) async fn mutate(
     }
     let body = match read_body(&req, payload, &state).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => {
+        Err(e) => {
             state.metrics.mutation("error", false);
-            tracing::warn!(
-                limit = state.max_body,
-                "refused mutate request: body too large"
-            );
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds the limit of {} bytes", state.max_body),
-            )
-            .tap_close();
-        }
-        Err(BodyError::Timeout) => {
-            state.metrics.mutation("error", false);
-            tracing::warn!(timeout = ?state.body_timeout, "mutate request body not received in time");
-            return plain(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("request body not received within {:?}", state.body_timeout),
-            )
-            .tap_close();
-        }
-        Err(BodyError::Read(e)) => {
-            state.metrics.mutation("error", false);
-            tracing::warn!(error = %e, "cannot read mutate request body");
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read request body: {e}"),
-            );
+            return super::refuse_body(e, &state, "mutate");
         }
     };
     let started = std::time::Instant::now();

@@ -176,9 +176,14 @@ impl TestServer {
 
     /// POSTs a JSON body to /validate; returns status and body text.
     pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> (u16, String) {
+        self.post_to("/validate", body).await
+    }
+
+    /// POSTs a JSON body to `path`; returns status and body text.
+    pub async fn post_to(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
         let resp = self
             .client
-            .post(self.url("/validate"))
+            .post(self.url(path))
             .header("content-type", "application/json")
             .body(body)
             .send()
