@@ -27,35 +27,11 @@ fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("server object deserializes into claimguard's types")
 }
 
-/// The index a fresh start would build from what the server holds now.
-fn fresh(server: &FakeApiServer) -> ClusterState {
-    let mut st = ClusterState::new();
-    for v in server.objects(Kind::Namespace) {
-        st.apply_namespace(&from::<objects::Namespace>(v));
-    }
-    for v in server.objects(Kind::StorageClass) {
-        st.apply_storage_class(&from::<objects::StorageClass>(v));
-    }
-    for v in server.objects(Kind::Pv) {
-        st.apply_pv(&from::<objects::PersistentVolume>(v));
-    }
-    for v in server.objects(Kind::Pvc) {
-        st.apply_pvc(&from::<objects::PersistentVolumeClaim>(v));
-    }
-    for v in server.objects(Kind::Pod) {
-        st.apply_pod(&from::<objects::Pod>(v));
-    }
-    for v in server.objects(Kind::Node) {
-        st.apply_node(&from::<objects::Node>(v));
-    }
-    st
-}
-
 /// Wait until the live index equals a fresh build, line by line.
 async fn converge(cluster: &SharedCluster, server: &FakeApiServer) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let want = fresh(server).canonical_dump();
+        let want = server.fresh_state().canonical_dump();
         let got = cluster.read().canonical_dump();
         if got == want {
             return;

@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 use claimguard::admission::Engine;
 use claimguard::cluster::live::{self, LiveOptions};
 use claimguard::cluster::{ClusterState, SharedCluster};
-use claimguard::objects;
 use claimguard::policy::Policy;
 use claimguard::server::{self, ServeConfig};
 use common::{client, pod_review, url, write_pair, Ca};
-use serde_json::Value;
 use support::fake_apiserver::{FakeApiServer, Kind};
 use support::k8s;
 
@@ -65,31 +63,6 @@ fn seed(server: &FakeApiServer) {
         server.add(Kind::Pv, k8s::pv(&pv, &[mode], Some((ns, &claim)), "gp3"));
         server.add(Kind::Pvc, k8s::pvc(ns, &claim, &[mode], "gp3", Some(&pv)));
     }
-}
-
-fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
-    serde_json::from_value(v).expect("server object deserializes")
-}
-
-/// The index a fresh start would build from what the server holds now.
-fn fresh_dump(server: &FakeApiServer) -> Vec<String> {
-    let mut st = ClusterState::new();
-    for v in server.objects(Kind::Namespace) {
-        st.apply_namespace(&from::<objects::Namespace>(v));
-    }
-    for v in server.objects(Kind::StorageClass) {
-        st.apply_storage_class(&from::<objects::StorageClass>(v));
-    }
-    for v in server.objects(Kind::Pv) {
-        st.apply_pv(&from::<objects::PersistentVolume>(v));
-    }
-    for v in server.objects(Kind::Pvc) {
-        st.apply_pvc(&from::<objects::PersistentVolumeClaim>(v));
-    }
-    for v in server.objects(Kind::Pod) {
-        st.apply_pod(&from::<objects::Pod>(v));
-    }
-    st.canonical_dump()
 }
 
 #[derive(Default)]
@@ -353,7 +326,7 @@ async fn soak(duration: Duration) {
     // the reservations made by the non-dry-run requests have expired.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let want = fresh_dump(&fake);
+        let want = fake.fresh_state().canonical_dump();
         let got = cluster.read().canonical_dump();
         if got == want {
             break;

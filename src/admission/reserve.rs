@@ -54,13 +54,16 @@ pub(super) async fn decide_and_reserve(
             .cloned()
             .collect()
     };
+    // The verdict, and the Lease versions it was made from: the reservation
+    // is written over exactly those, or the decision is made again.
     let decide = |lookups: &Lookups| {
-        let reserved = book.entries_for(ns, &names);
+        let (reserved, seen) = book.entries_seen(ns, &names);
         let state = cluster.read();
-        evaluate(policy, request, &state, not_ready, lookups, &reserved)
+        let verdict = evaluate(policy, request, &state, not_ready, lookups, &reserved);
+        (verdict, seen)
     };
     if guarded.is_empty() || not_ready {
-        return decide(&lookups);
+        return decide(&lookups).0;
     }
     let guarded_names: Vec<String> = guarded.iter().map(|(c, _)| c.clone()).collect();
     let budget = book.write_timeout();
@@ -80,17 +83,17 @@ pub(super) async fn decide_and_reserve(
             .into_iter()
             .map(|c| (c, reason.clone()))
             .collect();
-        return decide(&lookups);
+        return decide(&lookups).0;
     };
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let verdict = decide(&lookups);
+        let (verdict, seen) = decide(&lookups);
         if !verdict.allowed {
             return verdict;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let write = tokio::time::timeout(remaining, book.reserve(pod, ns, &guarded));
+        let write = tokio::time::timeout(remaining, book.reserve(pod, ns, &guarded, &seen));
         let outcome = match write.await {
             Ok(r) => r,
             Err(_) => Err(ReserveError::Unavailable(format!(
@@ -120,7 +123,7 @@ pub(super) async fn decide_and_reserve(
             .into_iter()
             .map(|c| (c, failure.clone()))
             .collect();
-        return decide(&lookups);
+        return decide(&lookups).0;
     }
 }
 

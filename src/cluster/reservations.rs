@@ -112,6 +112,16 @@ pub struct Reserved {
     pub entry: Entry,
 }
 
+/// The version of each claim's Lease (`None`: no Lease) that a decision was
+/// made from. A reservation is written only over that same version: if the
+/// watch brought a newer one between the decision and the write, the write
+/// would otherwise carry the newer resourceVersion, succeed, and add a second
+/// holder the decision never saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    versions: HashMap<String, Option<String>>,
+}
+
 /// What the API server said to a reservation write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReserveError {
@@ -247,14 +257,24 @@ impl ReservationBook {
     /// Live entries (deadline not passed) for these claims of `namespace`,
     /// from the read cache.
     pub fn entries_for(&self, namespace: &str, claims: &[String]) -> Vec<Reserved> {
+        self.entries_seen(namespace, claims).0
+    }
+
+    /// As [`Self::entries_for`], with the Lease versions they were read
+    /// from, in one look at the cache: what [`Self::reserve`] must write over.
+    pub fn entries_seen(&self, namespace: &str, claims: &[String]) -> (Vec<Reserved>, Seen) {
+        let mut seen = Seen::default();
         if claims.is_empty() {
-            return Vec::new();
+            return (Vec::new(), seen);
         }
         let now = Timestamp::now();
         let cache = self.cache();
         let mut out = Vec::new();
         for claim in claims {
-            let Some(c) = cache.get(&lease_name(namespace, claim)) else {
+            let name = lease_name(namespace, claim);
+            let cached = cache.get(&name);
+            seen.versions.insert(name, cached.map(|c| c.rv.clone()));
+            let Some(c) = cached else {
                 continue;
             };
             for (uid, e) in &c.entries {
@@ -266,7 +286,7 @@ impl ReservationBook {
                 }
             }
         }
-        out
+        (out, seen)
     }
 
     /// Number of cached entries, live or not (for tests and metrics).
@@ -382,15 +402,25 @@ impl ReservationBook {
     /// Write (or, with `entry: None`, remove) the entry of `uid` in the Lease
     /// of one claim, based on the cached Lease. Expired entries are dropped on
     /// the way. A Lease left empty is deleted.
+    ///
+    /// With `seen`, only over the version the caller decided from: a newer
+    /// cached version is a lost race, answered without a call.
     async fn write(
         &self,
         namespace: &str,
         claim: &str,
         uid: &str,
         entry: Option<Entry>,
+        seen: Option<&Seen>,
     ) -> Result<(), ReserveError> {
         let name = lease_name(namespace, claim);
         let cached = self.cache().get(&name).cloned();
+        if let Some(seen) = seen {
+            let decided_from = seen.versions.get(&name).cloned().flatten();
+            if cached.as_ref().map(|c| &c.rv) != decided_from.as_ref() {
+                return Err(ReserveError::Conflict(format!("{}/{name}", self.namespace)));
+            }
+        }
         let now = Timestamp::now();
         let mut entries = cached
             .as_ref()
@@ -470,11 +500,15 @@ impl ReservationBook {
     /// Record `pod` on each claim in `claims` (name, read-only). All or
     /// nothing: when a later claim fails, the entries already written are
     /// taken back (in the background; at worst they expire).
+    ///
+    /// `seen` is what the decision read ([`Self::entries_seen`]); a Lease
+    /// that changed since is a [`ReserveError::Conflict`]: decide again.
     pub async fn reserve(
         self: &Arc<Self>,
         pod: &objects::Pod,
         namespace: &str,
         claims: &[(String, bool)],
+        seen: &Seen,
     ) -> Result<(), ReserveError> {
         // The API server sets the uid before admission; a review without one
         // (hand-made) is keyed by name and simply lives to its deadline.
@@ -492,6 +526,7 @@ impl ReservationBook {
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .filter(|n| !n.is_empty());
+        let mut seen = seen.clone();
         for (i, (claim, read_only)) in claims.iter().enumerate() {
             let entry = Entry {
                 namespace: namespace.to_string(),
@@ -502,7 +537,17 @@ impl ReservationBook {
                 deadline: deadline.to_string(),
                 replica: self.identity.clone(),
             };
-            if let Err(e) = self.write(namespace, claim, &uid, Some(entry)).await {
+            let written = self
+                .write(namespace, claim, &uid, Some(entry), Some(&seen))
+                .await;
+            if written.is_ok() {
+                // Two claims whose names hash alike share a Lease: the next
+                // write goes over the version this one made.
+                let name = lease_name(namespace, claim);
+                let now = self.cache().get(&name).map(|c| c.rv.clone());
+                seen.versions.insert(name, now);
+            }
+            if let Err(e) = written {
                 let done: Vec<String> = claims[..i].iter().map(|(c, _)| c.clone()).collect();
                 if !done.is_empty() {
                     let book = Arc::clone(self);
@@ -510,7 +555,7 @@ impl ReservationBook {
                     tokio::spawn(async move {
                         for c in done {
                             for _ in 0..3 {
-                                match book.write(&ns, &c, &uid, None).await {
+                                match book.write(&ns, &c, &uid, None, None).await {
                                     Err(ReserveError::Conflict(_)) => continue,
                                     _ => break,
                                 }

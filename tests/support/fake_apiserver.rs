@@ -351,6 +351,35 @@ impl FakeApiServer {
     }
 
     /// Every stored object of a kind, in key order, with `kind` and `apiVersion` set.
+    /// The index a fresh start would build from what the server holds now:
+    /// what a live view must equal once it has caught up.
+    pub fn fresh_state(&self) -> claimguard::cluster::ClusterState {
+        fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
+            serde_json::from_value(v).expect("server object deserializes")
+        }
+        use claimguard::objects;
+        let mut st = claimguard::cluster::ClusterState::new();
+        for v in self.objects(Kind::Namespace) {
+            st.apply_namespace(&from::<objects::Namespace>(v));
+        }
+        for v in self.objects(Kind::StorageClass) {
+            st.apply_storage_class(&from::<objects::StorageClass>(v));
+        }
+        for v in self.objects(Kind::Pv) {
+            st.apply_pv(&from::<objects::PersistentVolume>(v));
+        }
+        for v in self.objects(Kind::Pvc) {
+            st.apply_pvc(&from::<objects::PersistentVolumeClaim>(v));
+        }
+        for v in self.objects(Kind::Pod) {
+            st.apply_pod(&from::<objects::Pod>(v));
+        }
+        for v in self.objects(Kind::Node) {
+            st.apply_node(&from::<objects::Node>(v));
+        }
+        st
+    }
+
     pub fn objects(&self, kind: Kind) -> Vec<Value> {
         let inner = self.lock();
         inner
