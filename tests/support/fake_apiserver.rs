@@ -351,6 +351,19 @@ impl FakeApiServer {
     }
 
     /// Every stored object of a kind, in key order, with `kind` and `apiVersion` set.
+    /// Writes a kubeconfig that points at this server (no credentials,
+    /// namespace `default`), as `claimguard serve --kubeconfig` reads it.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u, namespace: default}}}}]\ncurrent-context: c\n",
+                self.url()
+            ),
+        )
+        .expect("write kubeconfig");
+    }
+
     /// The index a fresh start would build from what the server holds now:
     /// what a live view must equal once it has caught up.
     pub fn fresh_state(&self) -> claimguard::cluster::ClusterState {
