@@ -12,8 +12,12 @@
 //!                                            the same stack calling claimguard's Engine::review
 //!                                            (a stand-in for `claimguard serve --snapshot`)
 //! loadgen --url https://127.0.0.1:PORT/validate[,URL2] --ca F [--label A[,B]] [--pid P[,P2]]
-//!         [--connections 32] [--duration 10] [--rounds 1]
+//!         [--connections 32] [--duration 10] [--rounds 1] [--rate R]
 //!                                            POST varied pod reviews, print req/s and latency;
+//!                                            with --rate, R requests/s in all on a fixed
+//!                                            schedule, latency counted from the scheduled
+//!                                            send (no coordinated omission): the tail below
+//!                                            saturation;
 //!                                            several targets are loaded in turn, `rounds` times,
 //!                                            `duration` seconds each in all; with --pid, the
 //!                                            server's CPU time per request
@@ -62,6 +66,8 @@ struct Args {
     rounds: usize,
     pid: Option<String>,
     warmup: f64,
+    /// Requests per second in all (`--rate`); 0 = as fast as answers come.
+    rate: f64,
     threads: usize,
     label: String,
 }
@@ -86,6 +92,7 @@ fn parse_args() -> Result<Args> {
         rounds: 1,
         pid: None,
         warmup: 1.0,
+        rate: 0.0,
         threads: 2,
         label: "server".into(),
     };
@@ -111,6 +118,7 @@ fn parse_args() -> Result<Args> {
             "--rounds" => a.rounds = val()?.parse()?,
             "--pid" => a.pid = Some(val()?),
             "--warmup" => a.warmup = val()?.parse()?,
+            "--rate" => a.rate = val()?.parse()?,
             "--threads" => a.threads = val()?.parse()?,
             "--label" => a.label = val()?,
             "-h" | "--help" => {
@@ -119,6 +127,9 @@ fn parse_args() -> Result<Args> {
             }
             other => bail!("unknown argument {other:?}"),
         }
+    }
+    if !(a.rate >= 0.0 && a.rate.is_finite()) {
+        bail!("--rate must be a number of requests per second >= 0");
     }
     if a.connections == 0 || a.threads == 0 || !(a.duration > 0.0 && a.duration <= 600.0) {
         bail!("--connections and --threads must be > 0 and --duration in (0, 600] seconds");
@@ -502,6 +513,7 @@ async fn load(args: &Args) -> Result<()> {
                 warmup,
                 slice,
                 t.pid,
+                args.rate,
             )
             .await;
             t.tally.absorb(w);
@@ -549,6 +561,7 @@ async fn load(args: &Args) -> Result<()> {
 /// One window of load on one target: `connections` tasks each sending one
 /// request at a time, for `warmup` + `secs` seconds; only the part after the
 /// warm-up counts.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn window(
     client: &reqwest::Client,
     url: &str,
@@ -557,7 +570,11 @@ async fn window(
     warmup: f64,
     secs: f64,
     pid: Option<u32>,
+    rate: f64,
 ) -> Tally {
+    // With a rate, each connection sends on its own fixed schedule, the
+    // connections staggered evenly across one interval.
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(connections as f64 / rate));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(warmup);
@@ -570,10 +587,21 @@ async fn window(
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut i = c * (POOL / 32 + 1) + (start.elapsed().as_nanos() as usize % POOL);
+            let mut next = interval.map(|iv| start + iv * c as u32 / connections as u32);
             while !stop.load(Ordering::Relaxed) {
                 let body = pool[i % pool.len()].clone();
                 i += 1;
-                let sent = Instant::now();
+                // Scheduled: the latency counts from when the request was
+                // due, so a slow answer also charges the requests it delayed.
+                let sent = match (next.as_mut(), interval) {
+                    (Some(due), Some(iv)) => {
+                        tokio::time::sleep_until((*due).into()).await;
+                        let at = *due;
+                        *due += iv;
+                        at
+                    }
+                    _ => Instant::now(),
+                };
                 let res = client
                     .post(&url)
                     .header("content-type", "application/json")
