@@ -175,23 +175,41 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// With `background`, lines are written to stderr by a thread of their own
+/// (`serve`: a request's worker only formats its decision line); the guard
+/// flushes them when dropped at the end of `main`. Never lossy: a full queue
+/// makes the logging call wait.
+fn init_logging(
+    format: LogFormat,
+    background: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAIMGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
+    let (writer, guard) = if background {
+        let (w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("claimguard-log")
+            .finish(std::io::stderr());
+        (BoxMakeWriter::new(w), Some(guard))
+    } else {
+        (BoxMakeWriter::new(std::io::stderr), None)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let _log_guard = init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
