@@ -109,6 +109,22 @@ pub struct PodSpec {
     pub affinity: Option<Affinity>,
 }
 
+impl PodSpec {
+    /// The terms of `affinity.nodeAffinity.requiredDuringScheduling…`
+    /// (empty when any level is absent).
+    pub fn required_node_terms(&self) -> &[NodeSelectorTerm] {
+        self.affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|r| r.node_selector_terms.as_slice())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Volume {

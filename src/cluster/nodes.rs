@@ -71,16 +71,7 @@ pub fn pod_pin(spec: &PodSpec) -> Option<PodSpec> {
         pin.node_selector
             .insert(HOSTNAME_LABEL.to_string(), h.clone());
     }
-    let terms = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|r| r.node_selector_terms.as_slice())
-        .unwrap_or_default();
+    let terms = spec.required_node_terms();
     let trimmed: Vec<objects::NodeSelectorTerm> = terms
         .iter()
         .map(|t| objects::NodeSelectorTerm {

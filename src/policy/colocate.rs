@@ -365,17 +365,6 @@ fn term_is_empty(t: &objects::NodeSelectorTerm) -> bool {
     t.match_fields.is_empty() && t.match_expressions.is_empty()
 }
 
-fn required_terms(spec: &PodSpec) -> Option<&[objects::NodeSelectorTerm]> {
-    spec.affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|r| r.node_selector_terms.as_slice())
-}
-
 /// Is the pod already restricted to `node` alone?
 fn restricted_to(spec: &PodSpec, node: &str) -> bool {
     if spec.node_name.as_deref() == Some(node) {
@@ -384,7 +373,7 @@ fn restricted_to(spec: &PodSpec, node: &str) -> bool {
     if spec.node_selector.get(HOSTNAME_LABEL).map(String::as_str) == Some(node) {
         return true;
     }
-    let terms = required_terms(spec).unwrap_or_default();
+    let terms = spec.required_node_terms();
     terms.iter().any(|t| !term_is_empty(t))
         && terms
             .iter()

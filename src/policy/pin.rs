@@ -35,16 +35,7 @@ impl<'a> Pin<'a> {
     }
 
     fn terms(&self) -> &'a [NodeSelectorTerm] {
-        self.spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .map(|r| r.node_selector_terms.as_slice())
-            .unwrap_or_default()
+        self.spec.required_node_terms()
     }
 
     /// Does the value of a hostname requirement name this node?
