@@ -39,6 +39,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The same allocator as `claimguard serve`, so that the null and engine-only
+// servers stay fair ceilings for it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SERVICE_DNS: &str = "claimguard.claimguard-system.svc";
 /// Distinct pods the load cycles through; allowed ones are stored by a
 /// snapshot-mode server, so a bounded pool keeps its index bounded.

@@ -5,7 +5,7 @@
 //! summary (what the server's metrics and decision log are made of), and
 //! leave the index in the same state.
 
-use claimguard::admission::{Engine, Reviewed, API_VERSION};
+use claimguard::admission::{Engine, ReviewError, Reviewed, API_VERSION};
 use claimguard::cluster::{ClusterState, SharedCluster};
 use claimguard::policy::Policy;
 use serde_json::{json, Value};
@@ -242,9 +242,9 @@ fn same(
 /// Runs `n` generated reviews through both engines: `a` answers through
 /// `review` (cheap path when it applies), `b` always through the full path.
 /// Returns how many the cheap path answered.
-async fn differential(a: &Engine, b: &Engine, seed: u64, n: usize) -> usize {
+async fn differential(a: &Engine, b: &Engine, seed: u64, n: usize) -> (usize, usize) {
     let mut rng = Rng(seed);
-    let mut fast = 0;
+    let (mut fast, mut malformed) = (0, 0);
     for i in 0..n {
         let body = review(&mut rng, i);
         let full = b.review_full(&body).await;
@@ -258,7 +258,18 @@ async fn differential(a: &Engine, b: &Engine, seed: u64, n: usize) -> usize {
             }
             None => a.review(&body).await,
         };
-        same(&via_a, &full, &body);
+        if let (Ok(_), Err(ReviewError::BadObject { kind, .. })) = (&via_a, &full) {
+            // The one documented difference (src/admission/scan.rs): a pod
+            // with a wrong type where no rule reads (`"containers": "x"`),
+            // which the API server never sends, is allowed by the cheap path
+            // and refused by the full parse. Nothing else may differ; the
+            // full engine's index takes the same step so both stay equal.
+            assert_eq!(kind, "Pod");
+            malformed += 1;
+            assert!(b.review_fast(&body).is_some());
+        } else {
+            same(&via_a, &full, &body);
+        }
         assert_eq!(
             a.cluster().read().canonical_dump(),
             b.cluster().read().canonical_dump(),
@@ -266,7 +277,7 @@ async fn differential(a: &Engine, b: &Engine, seed: u64, n: usize) -> usize {
             String::from_utf8_lossy(&body)
         );
     }
-    fast
+    (fast, malformed)
 }
 
 #[tokio::test]
@@ -278,7 +289,7 @@ async fn cheap_and_full_paths_answer_alike() {
         "exemptNamespaces: [kube-system, default]",
         "exemptNamespaces: []\nrules:\n  rwop-exclusive: warn",
     ];
-    let mut total_fast = 0;
+    let (mut total_fast, mut total_malformed) = (0, 0);
     for (p, policy) in policies.iter().enumerate() {
         for (synced, ttl) in [
             (true, None),
@@ -287,7 +298,9 @@ async fn cheap_and_full_paths_answer_alike() {
             (false, Some(Duration::from_secs(15))),
         ] {
             let (a, b) = engines(policy, synced, ttl);
-            let fast = differential(&a, &b, 0x9e37_79b9_7f4a_7c15 ^ p as u64, 400).await;
+            let (fast, malformed) =
+                differential(&a, &b, 0x9e37_79b9_7f4a_7c15 ^ p as u64, 400).await;
+            total_malformed += malformed;
             if !synced {
                 // A view not synced answers per onLookupError on the full path.
                 assert_eq!(fast, 0, "the cheap path answered for a view not synced");
@@ -299,6 +312,11 @@ async fn cheap_and_full_paths_answer_alike() {
     assert!(
         total_fast > 500,
         "only {total_fast} reviews took the cheap path"
+    );
+    // ...and the malformed objects, so the one allowed difference is seen.
+    assert!(
+        total_malformed > 10 && total_malformed < total_fast / 4,
+        "{total_malformed} malformed objects allowed by the cheap path"
     );
 }
 

@@ -4,20 +4,19 @@
 //! No pod rule can fire for such a pod (every pod rule is about one of its
 //! claims), so its answer is the uid echoed with `allowed: true` — unless the
 //! view cannot be read, which the full path reports. The cheap path skips
-//! the policy evaluation, the claim fetches and the verdict plumbing; it does
-//! not skip the parse, because the full path answers a malformed object with
-//! a 400 and the cheap path must answer exactly what the full path answers.
-//!
-//! Conservative by construction: a byte scan first rules out any body that
-//! could hold a claim (`persistentVolumeClaim`, `ephemeral`, or a `\u`
-//! escape that could spell either), then the parsed object is checked
-//! again; anything else — another kind or operation, a view not synced, a
-//! namespace that cannot be read — goes to the full path.
-//! `tests/fast_path.rs` compares both paths byte for byte.
+//! the typed parse, the policy evaluation, the claim fetches and the verdict
+//! plumbing: a byte scan first rules out any body that could hold a claim
+//! (`persistentVolumeClaim`, `ephemeral`, or a `\u` escape that could spell
+//! either), then a validating JSON scan (`scan.rs`) reads the few fields the
+//! answer needs. Anything else — another kind or operation, a body the scan
+//! does not vouch for, a view not synced, a namespace that cannot be read —
+//! goes to the full path. `tests/fast_path.rs` compares both paths byte for
+//! byte; the one difference is documented in `scan.rs`: an object with a
+//! wrong type in a part no rule reads, which the API server never sends.
 
-use super::{response_body, AdmissionRequest, DecisionSummary, Engine, Reviewed};
+use super::{response_body, scan, DecisionSummary, Engine, Reviewed};
 use crate::cluster::ClusterView;
-use crate::objects::{Kind, Object};
+use crate::objects::{ObjectMeta, Pod};
 use std::time::Instant;
 
 /// False when the body may mention a claim: then only the full path answers.
@@ -34,27 +33,33 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// The answer for a claimless Pod CREATE, or `None` when the full path must
 /// decide. Does what the full path does to the index for such a pod (in
 /// snapshot mode the server stores what it admits; in live mode it reserves).
-pub(super) fn claimless_pod(engine: &Engine, req: &AdmissionRequest) -> Option<Reviewed> {
-    if req.kind != Some(Kind::Pod) || req.operation != "CREATE" {
+pub(super) fn claimless_pod(engine: &Engine, body: &[u8]) -> Option<Reviewed> {
+    if !may_skip_decision(body) {
         return None;
     }
-    let Some(Object::Pod(pod)) = &req.object else {
-        return None;
-    };
-    if let Some(spec) = &pod.spec {
-        if spec
-            .volumes
-            .iter()
-            .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
-        {
-            return None;
-        }
-    }
+    let req = scan::pod_create(body)?;
     let cluster = engine.cluster();
     if !cluster.is_synced() {
         return None;
     }
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or(&req.namespace);
+    // As the full parse fills them in: on CREATE the object may not carry
+    // its namespace or name yet; the request does.
+    let namespace = match req.meta_namespace {
+        Some(ns) if !ns.is_empty() => ns,
+        _ => req.namespace,
+    };
+    let metadata = ObjectMeta {
+        name: if req.meta_name.is_empty() {
+            req.name
+        } else {
+            req.meta_name
+        }
+        .to_owned(),
+        generate_name: req.meta_generate_name.to_owned(),
+        namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+        uid: req.meta_uid.map(str::to_owned),
+        ..ObjectMeta::default()
+    };
     if req.dry_run {
         if cluster.read().namespace_mode(namespace).is_err() {
             return None;
@@ -64,26 +69,32 @@ pub(super) fn claimless_pod(engine: &Engine, req: &AdmissionRequest) -> Option<R
         if state.namespace_mode(namespace).is_err() {
             return None;
         }
-        // The same steps as `Engine::decide` for an allowed pod.
+        // The same steps as `Engine::decide` for an allowed pod; for a pod
+        // without claims the index only needs its namespace and name.
+        let pod = Pod {
+            metadata: metadata.clone(),
+            spec: None,
+            status: None,
+        };
         match cluster.reservation_ttl() {
             Some(ttl) => {
                 state.expire_reservations(Instant::now());
-                state.reserve_pod(pod, Instant::now() + ttl);
+                state.reserve_pod(&pod, Instant::now() + ttl);
             }
-            None => state.apply_pod(pod),
+            None => state.apply_pod(&pod),
         }
     }
     let summary = DecisionSummary {
-        uid: req.uid.clone(),
-        kind: req.kind_name.clone(),
-        operation: req.operation.clone(),
-        namespace: req.namespace.clone(),
-        name: pod.metadata.display_name(),
+        uid: req.uid.to_owned(),
+        kind: "Pod".to_owned(),
+        operation: "CREATE".to_owned(),
+        namespace: req.namespace.to_owned(),
+        name: metadata.display_name(),
         allowed: true,
         dry_run: req.dry_run,
         findings: Vec::new(),
     };
-    let body = response_body(&req.uid, true, None, &[], &Default::default());
+    let body = response_body(req.uid, true, None, &[], &Default::default());
     Some(Reviewed { body, summary })
 }
 

@@ -5,6 +5,7 @@ pub mod fast;
 mod mutate;
 mod reserve;
 mod review;
+mod scan;
 
 pub use mutate::{mutation_body, Mutated, MutationSummary};
 pub use review::{
@@ -209,12 +210,10 @@ impl Engine {
 
     /// Whole AdmissionReview v1 body in, serialized response out.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let req = parse_request(body)?;
-        if fast::may_skip_decision(body) {
-            if let Some(reviewed) = fast::claimless_pod(self, &req) {
-                return Ok(reviewed);
-            }
+        if let Some(reviewed) = fast::claimless_pod(self, body) {
+            return Ok(reviewed);
         }
+        let req = parse_request(body)?;
         Ok(self.decide(req).await)
     }
 
@@ -229,10 +228,7 @@ impl Engine {
     /// CREATE); a review it does not answer, or that does not parse, is
     /// `None` and left to [`Engine::review`].
     pub fn review_fast(&self, body: &[u8]) -> Option<Reviewed> {
-        if !fast::may_skip_decision(body) {
-            return None;
-        }
-        fast::claimless_pod(self, &parse_request(body).ok()?)
+        fast::claimless_pod(self, body)
     }
 
     /// Decide about a parsed request: fetch unknown claims if a fetcher is

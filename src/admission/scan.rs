@@ -1,0 +1,545 @@
+//! A validating JSON scan that reads only what the cheap path needs from a
+//! Pod CREATE review: the request's uid, kind, operation, namespace, name and
+//! dryRun, and the object's name, generateName, namespace and uid.
+//!
+//! Why not serde: a typed serde parse of a 6 KB review costs ~15 µs, and
+//! serde_json needs ~9 µs just to validate and skip those bytes (most of them
+//! are `managedFields`, env, probes: nothing a rule reads). This scan checks
+//! the same JSON grammar in a few µs (strings eight bytes at a time) and
+//! keeps four slices.
+//!
+//! It is *stricter* than serde_json, never looser: anything it is not sure
+//! of — an escape in a string it keeps, `\u`, a duplicate key it reads, a
+//! type other than the one the full parse expects, nesting deeper than 100,
+//! a body that is not UTF-8 — answers `None`, and the full path (serde)
+//! decides and words any error. So every body the scan accepts is JSON
+//! serde_json accepts (a property test in this module holds it to that).
+//!
+//! What it does not do is type-check the parts of the object no rule reads
+//! (`"containers": "x"`): the API server decodes and validates every object
+//! into its Go type before calling a webhook, so such an object never comes
+//! from it. The full path refuses one with a 400; the cheap path allows it.
+
+/// What the cheap path answers a claimless Pod CREATE from.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct PodCreate<'a> {
+    pub uid: &'a str,
+    /// `request.namespace` / `request.name`.
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub dry_run: bool,
+    /// `object.metadata.*`.
+    pub meta_name: &'a str,
+    pub meta_generate_name: &'a str,
+    pub meta_namespace: Option<&'a str>,
+    pub meta_uid: Option<&'a str>,
+}
+
+/// The request of a Pod CREATE, or `None` when this body is anything else or
+/// anything the scan does not vouch for (then the full parse decides).
+pub(super) fn pod_create(body: &[u8]) -> Option<PodCreate<'_>> {
+    // Kept strings are sliced from the body: one check makes them all `str`.
+    std::str::from_utf8(body).ok()?;
+    let mut s = Scan { b: body, i: 0 };
+    let mut out = PodCreate::default();
+    let mut api_version = None;
+    let mut kind = None;
+    let mut seen_request = false;
+    s.ws();
+    s.object(0, |s, key| match key {
+        b"apiVersion" => set(&mut api_version, s.string()?),
+        b"kind" => set(&mut kind, s.string()?),
+        b"request" => {
+            if std::mem::replace(&mut seen_request, true) {
+                return None;
+            }
+            request(s, &mut out)
+        }
+        _ => s.value(1),
+    })?;
+    s.ws();
+    if s.i != body.len()
+        || api_version != Some(super::review::API_VERSION)
+        || kind != Some("AdmissionReview")
+        || !seen_request
+        || out.uid.is_empty()
+    {
+        return None;
+    }
+    Some(out)
+}
+
+/// `request`: what a Pod CREATE needs; gives up early on another kind or
+/// operation (the API server writes both before `object`).
+fn request<'a>(s: &mut Scan<'a>, out: &mut PodCreate<'a>) -> Option<()> {
+    let (mut uid, mut namespace, mut name, mut operation) = (None, None, None, None);
+    let (mut dry_run, mut sub_resource) = (None, None);
+    let (mut kind_seen, mut resource_seen, mut object_seen) = (false, false, false);
+    s.object(1, |s, key| match key {
+        b"uid" => set(&mut uid, s.string()?),
+        b"namespace" => set(&mut namespace, s.string()?),
+        b"name" => set(&mut name, s.string()?),
+        b"subResource" => set(&mut sub_resource, s.string()?),
+        b"operation" => {
+            let op = s.string()?;
+            (op == "CREATE").then_some(())?;
+            set(&mut operation, op)
+        }
+        b"dryRun" => set(&mut dry_run, s.opt_bool()?),
+        b"kind" => {
+            once(&mut kind_seen)?;
+            let (group, kind) = group_and(s, b"kind")?;
+            (group == "" && kind == "Pod").then_some(())
+        }
+        b"resource" => {
+            once(&mut resource_seen)?;
+            group_and(s, b"resource").map(drop)
+        }
+        b"object" => {
+            once(&mut object_seen)?;
+            pod(s, out)
+        }
+        _ => s.value(2),
+    })?;
+    (kind_seen && object_seen && operation.is_some()).then_some(())?;
+    out.uid = uid.unwrap_or("");
+    out.namespace = namespace.unwrap_or("");
+    out.name = name.unwrap_or("");
+    out.dry_run = dry_run.flatten().unwrap_or(false);
+    Some(())
+}
+
+/// `{"group": "...", "<second>": "...", ...}` (a GroupVersionKind or
+/// GroupVersionResource: both strings, defaulting to "").
+fn group_and<'a>(s: &mut Scan<'a>, second: &[u8]) -> Option<(&'a str, &'a str)> {
+    let (mut group, mut other) = (None, None);
+    s.object(2, |s, key| {
+        if key == b"group" {
+            set(&mut group, s.string()?)
+        } else if key == second {
+            set(&mut other, s.string()?)
+        } else {
+            s.value(3)
+        }
+    })?;
+    Some((group.unwrap_or(""), other.unwrap_or("")))
+}
+
+/// `request.object`: a Pod; only its metadata is read.
+fn pod<'a>(s: &mut Scan<'a>, out: &mut PodCreate<'a>) -> Option<()> {
+    let mut metadata_seen = false;
+    s.object(2, |s, key| match key {
+        b"metadata" => {
+            once(&mut metadata_seen)?;
+            let (mut name, mut generate_name, mut namespace, mut uid) = (None, None, None, None);
+            s.object(3, |s, key| match key {
+                b"name" => set(&mut name, s.string()?),
+                b"generateName" => set(&mut generate_name, s.string()?),
+                b"namespace" => set(&mut namespace, s.opt_string()?),
+                b"uid" => set(&mut uid, s.opt_string()?),
+                _ => s.value(4),
+            })?;
+            out.meta_name = name.unwrap_or("");
+            out.meta_generate_name = generate_name.unwrap_or("");
+            out.meta_namespace = namespace.flatten();
+            out.meta_uid = uid.flatten();
+            Some(())
+        }
+        _ => s.value(3),
+    })
+}
+
+/// A field read once: a second occurrence is a duplicate serde may refuse.
+fn set<T>(slot: &mut Option<T>, v: T) -> Option<()> {
+    if slot.replace(v).is_some() {
+        return None;
+    }
+    Some(())
+}
+
+fn once(seen: &mut bool) -> Option<()> {
+    (!std::mem::replace(seen, true)).then_some(())
+}
+
+/// serde_json refuses nesting past 128; staying well below it keeps this
+/// scan stricter.
+const MAX_DEPTH: usize = 100;
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.b[self.i..]
+            .starts_with(word)
+            .then(|| self.i += word.len())
+    }
+
+    /// Walks an object at `depth`, handing each key to `field`, which must
+    /// consume the value (after the colon and whitespace).
+    fn object(
+        &mut self,
+        depth: usize,
+        mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            // An escaped key is passed raw: `\u` is refused, and the other
+            // escapes stand for characters (`"`, `\`, `/`, controls) no key
+            // this scan reads contains, so it can never match one of ours.
+            let (key, _) = self.raw_string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            field(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any JSON value at `depth`, validated and skipped.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(depth, |s, _| s.value(depth + 1)),
+            b'[' => {
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.raw_string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// A string kept as is: no escapes (an escaped value would need
+    /// unescaping to compare; the full path does that).
+    fn string(&mut self) -> Option<&'a str> {
+        let (raw, escaped) = self.raw_string()?;
+        if escaped {
+            return None;
+        }
+        std::str::from_utf8(raw).ok()
+    }
+
+    fn opt_string(&mut self) -> Option<Option<&'a str>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        self.string().map(Some)
+    }
+
+    fn opt_bool(&mut self) -> Option<Option<bool>> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| Some(true)),
+            b'f' => self.literal(b"false").map(|()| Some(false)),
+            b'n' => self.literal(b"null").map(|()| None),
+            _ => None,
+        }
+    }
+
+    /// A string at the cursor: its raw bytes between the quotes, and whether
+    /// it held an escape. Validates escapes and refuses control characters,
+    /// as JSON does; `\u` is left to the full parse.
+    fn raw_string(&mut self) -> Option<(&'a [u8], bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            self.i = special_from(self.b, self.i);
+            match self.peek()? {
+                b'"' => {
+                    let raw = &self.b[start..self.i];
+                    self.i += 1;
+                    return Some((raw, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    match self.b.get(self.i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        let _ = self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.eat(b'.').is_some() {
+            self.peek().filter(u8::is_ascii_digit)?;
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.peek().filter(u8::is_ascii_digit)?;
+            self.digits();
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+}
+
+/// The index of the first `"`, `\` or control byte (< 0x20) at or after
+/// `i`, or `b.len()`. Eight bytes at a time: most strings in a pod are
+/// longer than that.
+fn special_from(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Bytes equal to zero light their high bit (exact for the lowest match,
+    // which is the only one used).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let hits = zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn review(object: &str, rest: &str) -> String {
+        format!(
+            r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"u-1","kind":{{"group":"","version":"v1","kind":"Pod"}},"resource":{{"group":"","version":"v1","resource":"pods"}},"name":"web-1","namespace":"default","operation":"CREATE"{rest},"object":{object},"oldObject":null}}}}"#
+        )
+    }
+
+    const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-1","namespace":"default","uid":"p-1","labels":{"a":"b"},"annotations":{"x":"{\"k\":\"v\\n\"}"},"managedFields":[{"manager":"kubectl","time":"2026-11-21T20:31:07Z","fieldsV1":{"f:spec":{"f:containers":{"k:{\"name\":\"c\"}":{".":{}}}}}}]},"spec":{"containers":[{"name":"c","image":"nginx","ports":[{"containerPort":80}],"resources":{"limits":{"cpu":"500m"}},"env":[{"name":"RATIO","value":"-0.5e+3"}]}],"volumes":[{"name":"t","emptyDir":{}}],"priority":0,"terminationGracePeriodSeconds":30}}"#;
+
+    #[test]
+    fn reads_a_pod_creation() {
+        let body = review(POD, r#","dryRun":true"#);
+        assert_eq!(
+            pod_create(body.as_bytes()),
+            Some(PodCreate {
+                uid: "u-1",
+                namespace: "default",
+                name: "web-1",
+                dry_run: true,
+                meta_name: "web-1",
+                meta_generate_name: "",
+                meta_namespace: Some("default"),
+                meta_uid: Some("p-1"),
+            })
+        );
+        // Whitespace where JSON allows it.
+        let spaced = format!(
+            " \n{}\t\r\n",
+            body.replace(",\"", " ,\n \"").replace(':', " : ")
+        );
+        assert!(pod_create(spaced.as_bytes()).is_some(), "{spaced}");
+    }
+
+    #[test]
+    fn gives_up_on_anything_else() {
+        let ok = review(POD, "");
+        assert!(pod_create(ok.as_bytes()).is_some());
+        for (from, to) in [
+            (r#""operation":"CREATE""#, r#""operation":"UPDATE""#),
+            (r#""kind":"Pod"}"#, r#""kind":"Deployment"}"#),
+            (r#""uid":"u-1""#, r#""uid":"""#),
+            (r#""uid":"u-1""#, r#""uid":7"#),
+            (r#""uid":"u-1""#, r#""uid":"u\"1""#),
+            (
+                r#""name":"web-1","namespace""#,
+                r#""name":null,"namespace""#,
+            ),
+            (r#""namespace":"default","uid""#, r#""namespace":5,"uid""#),
+            (r#""admission.k8s.io/v1""#, r#""admission.k8s.io/v1beta1""#),
+            (r#""object":{"#, r#""object":null,"x":{"#),
+            (r#""metadata":{"#, r#""metadata":{"name":"dup","#),
+            (r#""resource":{"group":"""#, r#""resource":{"group":1"#),
+            (r#""image":"nginx""#, r#""image":"ng\u0069nx""#),
+            (r#""image":"nginx""#, r#""image":"ng	inx""#), // a raw tab
+            (r#""image":"nginx""#, r#""image":"nginx"x"#),
+            (r#""containerPort":80"#, r#""containerPort":080"#),
+            (r#""containerPort":80"#, r#""containerPort":8."#),
+            (r#""containerPort":80"#, r#""containerPort":+8"#),
+            (r#"{}}]"#, r#"{},}]"#),
+            (r#""priority":0"#, r#""priority":nul"#),
+        ] {
+            assert!(ok.contains(from), "{from}");
+            let bad = ok.replacen(from, to, 1);
+            assert_eq!(pod_create(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(pod_create(format!("{ok}x").as_bytes()), None);
+        assert_eq!(pod_create(&ok.as_bytes()[..ok.len() - 1]), None);
+        assert_eq!(pod_create(b""), None);
+        let deep = review(&format!("{}1{}", "[".repeat(200), "]".repeat(200)), "");
+        assert_eq!(pod_create(deep.as_bytes()), None);
+        let mut not_utf8 = ok.clone().into_bytes();
+        let at = ok.find("nginx").unwrap();
+        not_utf8[at] = 0xff;
+        assert_eq!(pod_create(&not_utf8), None);
+    }
+
+    #[test]
+    fn finds_specials_in_every_position() {
+        for len in 0..20 {
+            for at in 0..len {
+                for c in [b'"', b'\\', 0x01, 0x1f] {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    assert_eq!(special_from(&b, 0), at, "{len} {at} {c}");
+                }
+            }
+            assert_eq!(special_from(&vec![0x7fu8; len], 0), len);
+            assert_eq!(special_from(&vec![0xc3u8; len], 0), len);
+        }
+    }
+
+    /// A body of mostly-valid JSON with a few bytes changed.
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        let base = review(POD, r#","dryRun":false"#).into_bytes();
+        let n = base.len();
+        prop::collection::vec(
+            (
+                0..n,
+                prop::sample::select(
+                    b"{}[]\",:\\ \t\n0-.eE+9tfnaxu\x01\x7f\xc3"
+                        .iter()
+                        .copied()
+                        .collect::<Vec<u8>>(),
+                ),
+                0..3u8,
+            ),
+            1..4,
+        )
+        .prop_map(move |edits| {
+            let mut b = base.clone();
+            for (at, byte, how) in edits {
+                let at = at.min(b.len().saturating_sub(1));
+                match how {
+                    0 => b[at] = byte,
+                    1 => b.insert(at, byte),
+                    _ => {
+                        b.remove(at);
+                    }
+                }
+            }
+            b
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// Stricter than serde_json, never looser: whatever the scan accepts
+        /// is JSON, and the full parse reads the same request from it — or
+        /// refuses the object for a type in a part no rule reads.
+        #[test]
+        fn accepts_only_what_serde_accepts(body in mutated()) {
+            if let Some(seen) = pod_create(&body) {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                prop_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok(),
+                    "scan accepted what is not JSON: {}", text);
+                match super::super::parse_request(&body) {
+                    Ok(r) => {
+                        prop_assert_eq!(seen.uid, r.uid.as_str());
+                        prop_assert_eq!(seen.dry_run, r.dry_run);
+                        prop_assert_eq!(seen.namespace, r.namespace.as_str());
+                        prop_assert_eq!(seen.name, r.name.as_str());
+                        prop_assert_eq!(r.kind, Some(crate::objects::Kind::Pod));
+                        prop_assert_eq!(r.operation.as_str(), "CREATE");
+                        let Some(crate::objects::Object::Pod(p)) = r.object else {
+                            return Err(TestCaseError::fail(format!("no pod parsed from {text}")));
+                        };
+                        if !seen.meta_name.is_empty() {
+                            prop_assert_eq!(seen.meta_name, p.metadata.name.as_str());
+                        }
+                        prop_assert_eq!(seen.meta_uid, p.metadata.uid.as_deref());
+                    }
+                    Err(super::super::ReviewError::BadObject { .. }) => {}
+                    Err(e) => {
+                        return Err(TestCaseError::fail(format!("scan accepted what the full parse refuses ({e}): {text}")));
+                    }
+                }
+            }
+        }
+    }
+}
