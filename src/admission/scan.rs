@@ -89,7 +89,7 @@ fn request<'a>(s: &mut Scan<'a>, out: &mut PodCreate<'a>) -> Option<()> {
         b"kind" => {
             once(&mut kind_seen)?;
             let (group, kind) = group_and(s, b"kind")?;
-            (group == "" && kind == "Pod").then_some(())
+            (group.is_empty() && kind == "Pod").then_some(())
         }
         b"resource" => {
             once(&mut resource_seen)?;
@@ -481,12 +481,7 @@ mod tests {
         prop::collection::vec(
             (
                 0..n,
-                prop::sample::select(
-                    b"{}[]\",:\\ \t\n0-.eE+9tfnaxu\x01\x7f\xc3"
-                        .iter()
-                        .copied()
-                        .collect::<Vec<u8>>(),
-                ),
+                prop::sample::select(b"{}[]\",:\\ \t\n0-.eE+9tfnaxu\x01\x7f\xc3".to_vec()),
                 0..3u8,
             ),
             1..4,
