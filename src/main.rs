@@ -201,7 +201,10 @@ fn init_logging(
             // The log thread writes every line queued and then flushes: under
             // load many lines go out in one write(2), and a lone line is
             // still written as soon as it is queued.
-            .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+            .finish(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stderr(),
+            ));
         (BoxMakeWriter::new(w), Some(guard))
     } else {
         (BoxMakeWriter::new(std::io::stderr), None)

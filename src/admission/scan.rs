@@ -352,9 +352,29 @@ impl<'a> Scan<'a> {
 }
 
 /// The index of the first `"`, `\` or control byte (< 0x20) at or after
-/// `i`, or `b.len()`. Eight bytes at a time: most strings in a pod are
-/// longer than that.
+/// `i`, or `b.len()`: where a string ends or needs a closer look. Sixteen
+/// bytes at a time with SSE2 (part of every x86_64), then eight with SWAR;
+/// strings in a pod average about 13 bytes.
 fn special_from(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(i..i + 16) {
+        use std::arch::x86_64::*;
+        // SAFETY: `chunk` is 16 readable bytes and the load is unaligned;
+        // SSE2 is always enabled on x86_64.
+        let hits = unsafe {
+            let x = _mm_loadu_si128(chunk.as_ptr().cast());
+            let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+            // max(x, 0x1f) == 0x1f exactly for the bytes 0x00..=0x1f.
+            let low = _mm_set1_epi8(0x1f);
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(x, low), low);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+        };
+        if hits != 0 {
+            return i + hits.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Bytes equal to zero light their high bit (exact for the lowest match,

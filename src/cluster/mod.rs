@@ -109,9 +109,17 @@ impl fmt::Display for NamespaceMode {
 }
 
 /// Hand heap freed after a bulk load (a snapshot, the initial lists) back to
-/// the OS: glibc keeps it otherwise, and the parse buffers of 100k objects
-/// dwarf the index built from them.
+/// the OS: allocators keep it otherwise, and the parse buffers of 100k
+/// objects dwarf the index built from them. The server's allocator is
+/// mimalloc (src/main.rs); glibc's is trimmed too for whatever else
+/// allocated through it.
 pub fn release_freed_heap() {
+    // SAFETY: mi_collect only returns mimalloc's own free pages to the OS
+    // (this thread's heap and abandoned ones); it may be called at any time
+    // from any thread, whichever allocator Rust uses.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
