@@ -222,6 +222,29 @@ fn engine(c: &mut Criterion) {
         None,
         false,
     );
+    // The cheap path (src/admission/fast.rs): a claimless pod CREATE is
+    // answered from a validating scan, without the typed parse.
+    let claimless = common::pod_review_json(
+        "705ab4f5-6393-11e8-b7cc-42010a800004",
+        &ns,
+        "web-7d4b9c8f6d-z9x8c",
+        "2b6f0c3e-1b7e-4b43-9f4e-6a1d2c3b4a5f",
+        &[],
+        None,
+        false,
+    );
+    g.bench_function("create_claimless_cheap_path", |b| {
+        b.iter(|| {
+            rt.block_on(engine.review(black_box(claimless.as_bytes())))
+                .expect("review")
+        })
+    });
+    g.bench_function("create_claimless_full_path", |b| {
+        b.iter(|| {
+            rt.block_on(engine.review_full(black_box(claimless.as_bytes())))
+                .expect("review")
+        })
+    });
     g.bench_function("create_denied_rwop", |b| {
         b.iter(|| {
             rt.block_on(engine.review(black_box(denied.as_bytes())))

@@ -250,7 +250,10 @@ impl Engine {
             findings: Vec::new(),
         };
         if let Some(scale) = &req.scale {
-            let verdict = self.decide_scale(&policy, &req, scale).await;
+            // Boxed, as the reservation below: rare paths whose futures
+            // would otherwise make every review's future several KB larger
+            // (moved and copied on every request).
+            let verdict = Box::pin(self.decide_scale(&policy, &req, scale)).await;
             return finish(&req, verdict, summary);
         }
         let Some(object) = &req.object else {
@@ -282,7 +285,7 @@ impl Engine {
         let book = self.cluster.reservations();
         let verdict = if let (Some(book), Object::Pod(pod), true) = (&book, object, stores) {
             // Live mode across replicas: the reservation goes to the API server.
-            reserve::decide_and_reserve(
+            Box::pin(reserve::decide_and_reserve(
                 &self.cluster,
                 book,
                 &policy,
@@ -290,7 +293,7 @@ impl Engine {
                 pod,
                 not_ready,
                 lookups,
-            )
+            ))
             .await
         } else if stores {
             let mut state = self.cluster.write();
