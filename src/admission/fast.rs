@@ -5,12 +5,12 @@
 //! claims), so its answer is the uid echoed with `allowed: true` — unless the
 //! view cannot be read, which the full path reports. The cheap path skips
 //! the typed parse, the policy evaluation, the claim fetches and the verdict
-//! plumbing: a byte scan first rules out any body that could hold a claim
-//! (`persistentVolumeClaim`, `ephemeral`, or a `\u` escape that could spell
-//! either), then a validating JSON scan (`scan.rs`) reads the few fields the
-//! answer needs. Anything else — another kind or operation, a body the scan
-//! does not vouch for, a view not synced, a namespace that cannot be read —
-//! goes to the full path. `tests/fast_path.rs` compares both paths byte for
+//! plumbing: a validating JSON scan (`scan.rs`) reads the few fields the
+//! answer needs and makes sure no volume has a `persistentVolumeClaim` or
+//! `ephemeral` source (it refuses `\u` escapes, which could spell either).
+//! Anything else — another kind or operation, a claim source, a body the
+//! scan does not vouch for, a view not synced, a namespace that cannot be
+//! read — goes to the full path. `tests/fast_path.rs` compares both paths byte for
 //! byte; the one difference is documented in `scan.rs`: an object with a
 //! wrong type in a part no rule reads, which the API server never sends.
 
@@ -19,24 +19,10 @@ use crate::cluster::ClusterView;
 use crate::objects::{ObjectMeta, Pod};
 use std::time::Instant;
 
-/// False when the body may mention a claim: then only the full path answers.
-pub fn may_skip_decision(body: &[u8]) -> bool {
-    !(contains(body, b"persistentVolumeClaim")
-        || contains(body, b"ephemeral")
-        || contains(body, b"\\u"))
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
-}
-
 /// The answer for a claimless Pod CREATE, or `None` when the full path must
 /// decide. Does what the full path does to the index for such a pod (in
 /// snapshot mode the server stores what it admits; in live mode it reserves).
 pub(super) fn claimless_pod(engine: &Engine, body: &[u8]) -> Option<Reviewed> {
-    if !may_skip_decision(body) {
-        return None;
-    }
     let req = scan::pod_create(body)?;
     let cluster = engine.cluster();
     if !cluster.is_synced() {
@@ -96,24 +82,4 @@ pub(super) fn claimless_pod(engine: &Engine, body: &[u8]) -> Option<Reviewed> {
     };
     let body = response_body(req.uid, true, None, &[], &Default::default());
     Some(Reviewed { body, summary })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::may_skip_decision;
-
-    #[test]
-    fn the_scan_refuses_anything_that_may_hold_a_claim() {
-        assert!(may_skip_decision(
-            br#"{"volumes":[{"name":"x","emptyDir":{}}]}"#
-        ));
-        assert!(!may_skip_decision(
-            br#"{"volumes":[{"persistentVolumeClaim":{"claimName":"a"}}]}"#
-        ));
-        assert!(!may_skip_decision(br#"{"volumes":[{"ephemeral":{}}]}"#));
-        // An escaped key is the same key to a JSON parser.
-        assert!(!may_skip_decision(
-            br#"{"volumes":[{"\u0070ersistentVolumeClaim":{"claimName":"a"}}]}"#
-        ));
-    }
 }
