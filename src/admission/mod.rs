@@ -210,10 +210,15 @@ impl Engine {
 
     /// Whole AdmissionReview v1 body in, serialized response out.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        if let Some(reviewed) = fast::claimless_pod(self, body) {
-            return Ok(reviewed);
+        // A body that never says `persistentVolumeClaim` cannot use a claim
+        // (the scans refuse `\u`, which could spell it): try the cheap path
+        // first. One that does is read whole, by the typed scan when it can.
+        if !mentions_claim(body) {
+            if let Some(reviewed) = fast::claimless_pod(self, body) {
+                return Ok(reviewed);
+            }
         }
-        let req = parse_request(body)?;
+        let req = read_request(body)?;
         Ok(self.decide(req).await)
     }
 
@@ -493,6 +498,22 @@ fn evaluate(
         reserved,
     };
     policy::evaluate(policy, request, &view)
+}
+
+/// One SIMD pass: where a body goes, not what it means (the scans decide).
+fn mentions_claim(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"persistentVolumeClaim").is_some()
+}
+
+/// The request of a review: a Pod CREATE read by the typed scan of
+/// `scan.rs` (the same request serde makes, for ~20 % fewer instructions),
+/// any other review or a body the scan gives up on by the typed serde
+/// parse, which also words every error.
+pub fn read_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
+    match scan::pod_create_request(body) {
+        Some(req) => Ok(req),
+        None => parse_request(body),
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,11 @@
-//! A validating JSON scan that reads only what the cheap path needs from a
+//! A validating JSON scan, in two readings of a Pod CREATE review.
+//!
+//! `pod_create_request` (a pod that uses a claim) reads it into exactly the
+//! `AdmissionRequest` the typed serde parse makes: every field of the narrow
+//! types of `crate::objects`, with serde's rules for `null`, defaults and
+//! duplicates; anything else gives up and serde decides.
+//!
+//! `pod_create` (the cheap path) reads only what the cheap path needs from a
 //! Pod CREATE review: the request's uid, kind, operation, namespace, name and
 //! dryRun, the object's name, generateName, namespace and uid, and whether
 //! any of its volumes has a claim source (then it gives up).
@@ -20,6 +27,9 @@
 //! (`"containers": "x"`): the API server decodes and validates every object
 //! into its Go type before calling a webhook, so such an object never comes
 //! from it. The full path refuses one with a 400; the cheap path allows it.
+
+use super::AdmissionRequest;
+use crate::objects::{Kind, Object};
 
 /// What the cheap path answers a claimless Pod CREATE from.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -182,6 +192,385 @@ fn pod<'a>(s: &mut Scan<'a>, out: &mut PodCreate<'a>) -> Option<()> {
     })
 }
 
+/// A Pod CREATE review read whole: exactly the `AdmissionRequest` that
+/// `parse_request` returns for it, or `None` when this body is anything else
+/// or anything the scan does not vouch for (then the full parse decides).
+pub(super) fn pod_create_request(body: &[u8]) -> Option<AdmissionRequest> {
+    // Kept strings are sliced from the body: one check makes them all `str`.
+    std::str::from_utf8(body).ok()?;
+    let mut s = Scan { b: body, i: 0 };
+    let mut out = None;
+    let mut api_version = None;
+    let mut kind = None;
+    let mut seen_request = false;
+    s.ws();
+    s.object(0, |s, key| match key {
+        b"apiVersion" => set(&mut api_version, s.string()?),
+        b"kind" => set(&mut kind, s.string()?),
+        b"request" => {
+            once(&mut seen_request)?;
+            out = Some(typed_request(s)?);
+            Some(())
+        }
+        _ => s.value(1),
+    })?;
+    s.ws();
+    if s.i != body.len()
+        || api_version != Some(super::review::API_VERSION)
+        || kind != Some("AdmissionReview")
+    {
+        return None;
+    }
+    out
+}
+
+/// `request`: a Pod CREATE; gives up early on another kind or operation
+/// (the API server writes both before `object`).
+fn typed_request(s: &mut Scan<'_>) -> Option<AdmissionRequest> {
+    let (mut uid, mut namespace, mut name, mut operation) = (None, None, None, None);
+    let (mut dry_run, mut sub_resource, mut object) = (None, None, None);
+    let (mut kind_seen, mut resource_seen) = (false, false);
+    s.object(1, |s, key| match key {
+        b"uid" => set(&mut uid, s.owned()?),
+        b"namespace" => set(&mut namespace, s.owned()?),
+        b"name" => set(&mut name, s.owned()?),
+        b"subResource" => set(&mut sub_resource, s.string()?),
+        b"operation" => {
+            let op = s.string()?;
+            (op == "CREATE").then_some(())?;
+            set(&mut operation, op)
+        }
+        b"dryRun" => set(&mut dry_run, s.opt_bool()?),
+        b"kind" => {
+            once(&mut kind_seen)?;
+            let (group, kind) = group_and(s, b"kind")?;
+            (group.is_empty() && kind == "Pod").then_some(())
+        }
+        b"resource" => {
+            once(&mut resource_seen)?;
+            group_and(s, b"resource").map(drop)
+        }
+        // `null` is the full path's "no object" error.
+        b"object" => set(&mut object, typed::pod(s, 2)?),
+        _ => s.value(2),
+    })?;
+    (kind_seen && operation.is_some()).then_some(())?;
+    let uid = uid.unwrap_or_default();
+    if uid.is_empty() {
+        return None;
+    }
+    let namespace = namespace.unwrap_or_default();
+    let name = name.unwrap_or_default();
+    let mut pod = object?;
+    // As `parse_request`: on CREATE the object may not carry its namespace
+    // or name yet; the request does.
+    let meta = &mut pod.metadata;
+    if meta.namespace.as_deref().is_none_or(str::is_empty) && !namespace.is_empty() {
+        meta.namespace = Some(namespace.clone());
+    }
+    if meta.name.is_empty() && !name.is_empty() {
+        meta.name = name.clone();
+    }
+    Some(AdmissionRequest {
+        uid,
+        kind_name: "Pod".to_owned(),
+        kind: Some(Kind::Pod),
+        operation: "CREATE".to_owned(),
+        namespace,
+        name,
+        dry_run: dry_run.flatten().unwrap_or(false),
+        object: Some(Object::Pod(pod)),
+        old_object: None,
+        scale: None,
+    })
+}
+
+/// The narrow types of `crate::objects` read field by field with serde's
+/// rules for them: a missing field takes its default, `null` is `None` for
+/// an `Option` and empty for a list or map marked `null_as_default`, and
+/// anything else of the wrong type gives up. A field read twice gives up
+/// (serde refuses duplicate struct fields); map keys keep the last value.
+mod typed {
+    use super::{set, Scan};
+    use crate::objects::*;
+    use std::collections::BTreeMap;
+
+    pub(super) fn pod(s: &mut Scan<'_>, d: usize) -> Option<Pod> {
+        let (mut metadata, mut spec, mut status) = (None, None, None);
+        s.object(d, |s, key| match key {
+            b"metadata" => set(&mut metadata, meta(s, d + 1)?),
+            b"spec" => set(&mut spec, s.opt(|s| pod_spec(s, d + 1))?),
+            b"status" => set(
+                &mut status,
+                s.opt(|s| {
+                    let mut phase = None;
+                    s.object(d + 1, |s, key| match key {
+                        b"phase" => set(&mut phase, s.opt_owned()?),
+                        _ => s.value(d + 2),
+                    })?;
+                    Some(PodStatus {
+                        phase: phase.flatten(),
+                    })
+                })?,
+            ),
+            _ => s.value(d + 1),
+        })?;
+        Some(Pod {
+            metadata: metadata.unwrap_or_default(),
+            spec: spec.flatten(),
+            status: status.flatten(),
+        })
+    }
+
+    fn meta(s: &mut Scan<'_>, d: usize) -> Option<ObjectMeta> {
+        let (mut name, mut generate_name, mut namespace, mut uid) = (None, None, None, None);
+        let (mut labels, mut annotations, mut deletion, mut version, mut owners) =
+            (None, None, None, None, None);
+        s.object(d, |s, key| match key {
+            b"name" => set(&mut name, s.owned()?),
+            b"generateName" => set(&mut generate_name, s.owned()?),
+            b"namespace" => set(&mut namespace, s.opt_owned()?),
+            b"uid" => set(&mut uid, s.opt_owned()?),
+            b"labels" => set(&mut labels, string_map(s, d + 1)?),
+            b"annotations" => set(&mut annotations, string_map(s, d + 1)?),
+            b"deletionTimestamp" => set(&mut deletion, s.opt_owned()?),
+            b"resourceVersion" => set(&mut version, s.opt_owned()?),
+            b"ownerReferences" => set(&mut owners, s.list(d + 1, |s| owner(s, d + 2))?),
+            _ => s.value(d + 1),
+        })?;
+        Some(ObjectMeta {
+            name: name.unwrap_or_default(),
+            generate_name: generate_name.unwrap_or_default(),
+            namespace: namespace.flatten(),
+            uid: uid.flatten(),
+            labels: labels.unwrap_or_default(),
+            annotations: annotations.unwrap_or_default(),
+            deletion_timestamp: deletion.flatten(),
+            resource_version: version.flatten(),
+            owner_references: owners.unwrap_or_default(),
+        })
+    }
+
+    fn owner(s: &mut Scan<'_>, d: usize) -> Option<OwnerReference> {
+        let (mut api_version, mut kind, mut name, mut uid, mut controller) =
+            (None, None, None, None, None);
+        s.object(d, |s, key| match key {
+            b"apiVersion" => set(&mut api_version, s.owned()?),
+            b"kind" => set(&mut kind, s.owned()?),
+            b"name" => set(&mut name, s.owned()?),
+            b"uid" => set(&mut uid, s.owned()?),
+            b"controller" => set(&mut controller, s.opt_bool()?),
+            _ => s.value(d + 1),
+        })?;
+        Some(OwnerReference {
+            api_version: api_version.unwrap_or_default(),
+            kind: kind.unwrap_or_default(),
+            name: name.unwrap_or_default(),
+            uid: uid.unwrap_or_default(),
+            controller: controller.flatten(),
+        })
+    }
+
+    /// `map<string, string>`, `null` as empty.
+    fn string_map(s: &mut Scan<'_>, d: usize) -> Option<BTreeMap<String, String>> {
+        let mut map = BTreeMap::new();
+        if s.null() {
+            return Some(map);
+        }
+        s.object(d, |s, key| {
+            let key = super::unescape(key)?;
+            map.insert(key, s.owned()?);
+            Some(())
+        })?;
+        Some(map)
+    }
+
+    fn pod_spec(s: &mut Scan<'_>, d: usize) -> Option<PodSpec> {
+        let (mut volumes, mut containers, mut init, mut node_name, mut selector, mut affinity) =
+            (None, None, None, None, None, None);
+        s.object(d, |s, key| match key {
+            b"volumes" => set(&mut volumes, s.list(d + 1, |s| volume(s, d + 2))?),
+            b"containers" => set(&mut containers, s.list(d + 1, |s| container(s, d + 2))?),
+            b"initContainers" => set(&mut init, s.list(d + 1, |s| container(s, d + 2))?),
+            b"nodeName" => set(&mut node_name, s.opt_owned()?),
+            b"nodeSelector" => set(&mut selector, string_map(s, d + 1)?),
+            b"affinity" => set(&mut affinity, s.opt(|s| affinity_of(s, d + 1))?),
+            _ => s.value(d + 1),
+        })?;
+        Some(PodSpec {
+            volumes: volumes.unwrap_or_default(),
+            containers: containers.unwrap_or_default(),
+            init_containers: init.unwrap_or_default(),
+            node_name: node_name.flatten(),
+            node_selector: selector.unwrap_or_default(),
+            affinity: affinity.flatten(),
+        })
+    }
+
+    fn volume(s: &mut Scan<'_>, d: usize) -> Option<Volume> {
+        let (mut name, mut claim) = (None, None);
+        s.object(d, |s, key| match key {
+            b"name" => set(&mut name, s.owned()?),
+            b"persistentVolumeClaim" => set(
+                &mut claim,
+                s.opt(|s| {
+                    let (mut claim_name, mut read_only) = (None, None);
+                    s.object(d + 1, |s, key| match key {
+                        b"claimName" => set(&mut claim_name, s.owned()?),
+                        b"readOnly" => set(&mut read_only, s.boolean()?),
+                        _ => s.value(d + 2),
+                    })?;
+                    Some(PvcVolumeSource {
+                        claim_name: claim_name.unwrap_or_default(),
+                        read_only: read_only.unwrap_or_default(),
+                    })
+                })?,
+            ),
+            // Kept as a JSON tree by the typed parse; a pod that has one is
+            // left to it (no rule reads it, so it is rare and cheap there).
+            b"ephemeral" => s.null().then_some(()),
+            _ => s.value(d + 1),
+        })?;
+        Some(Volume {
+            name: name.unwrap_or_default(),
+            persistent_volume_claim: claim.flatten(),
+            ephemeral: None,
+        })
+    }
+
+    fn container(s: &mut Scan<'_>, d: usize) -> Option<Container> {
+        let (mut mounts, mut devices) = (None, None);
+        s.object(d, |s, key| match key {
+            b"volumeMounts" => set(
+                &mut mounts,
+                s.list(d + 1, |s| {
+                    let (mut name, mut read_only) = (None, None);
+                    s.object(d + 2, |s, key| match key {
+                        b"name" => set(&mut name, s.owned()?),
+                        b"readOnly" => set(&mut read_only, s.boolean()?),
+                        _ => s.value(d + 3),
+                    })?;
+                    Some(VolumeMount {
+                        name: name.unwrap_or_default(),
+                        read_only: read_only.unwrap_or_default(),
+                    })
+                })?,
+            ),
+            b"volumeDevices" => set(
+                &mut devices,
+                s.list(d + 1, |s| {
+                    let mut name = None;
+                    s.object(d + 2, |s, key| match key {
+                        b"name" => set(&mut name, s.owned()?),
+                        _ => s.value(d + 3),
+                    })?;
+                    Some(VolumeDevice {
+                        name: name.unwrap_or_default(),
+                    })
+                })?,
+            ),
+            _ => s.value(d + 1),
+        })?;
+        Some(Container {
+            volume_mounts: mounts.unwrap_or_default(),
+            volume_devices: devices.unwrap_or_default(),
+        })
+    }
+
+    fn affinity_of(s: &mut Scan<'_>, d: usize) -> Option<Affinity> {
+        let mut node = None;
+        s.object(d, |s, key| match key {
+            b"nodeAffinity" => set(
+                &mut node,
+                s.opt(|s| {
+                    let mut required = None;
+                    s.object(d + 1, |s, key| match key {
+                        b"requiredDuringSchedulingIgnoredDuringExecution" => set(
+                            &mut required,
+                            s.opt(|s| {
+                                let mut terms = None;
+                                s.object(d + 2, |s, key| match key {
+                                    b"nodeSelectorTerms" => {
+                                        set(&mut terms, s.list(d + 3, |s| term(s, d + 4))?)
+                                    }
+                                    _ => s.value(d + 3),
+                                })?;
+                                Some(NodeSelector {
+                                    node_selector_terms: terms.unwrap_or_default(),
+                                })
+                            })?,
+                        ),
+                        _ => s.value(d + 2),
+                    })?;
+                    Some(NodeAffinity {
+                        required_during_scheduling_ignored_during_execution: required.flatten(),
+                    })
+                })?,
+            ),
+            _ => s.value(d + 1),
+        })?;
+        Some(Affinity {
+            node_affinity: node.flatten(),
+        })
+    }
+
+    fn term(s: &mut Scan<'_>, d: usize) -> Option<NodeSelectorTerm> {
+        let (mut expressions, mut fields) = (None, None);
+        s.object(d, |s, key| match key {
+            b"matchExpressions" => set(&mut expressions, s.list(d + 1, |s| requirement(s, d + 2))?),
+            b"matchFields" => set(&mut fields, s.list(d + 1, |s| requirement(s, d + 2))?),
+            _ => s.value(d + 1),
+        })?;
+        Some(NodeSelectorTerm {
+            match_expressions: expressions.unwrap_or_default(),
+            match_fields: fields.unwrap_or_default(),
+        })
+    }
+
+    fn requirement(s: &mut Scan<'_>, d: usize) -> Option<NodeSelectorRequirement> {
+        let (mut key_, mut operator, mut values) = (None, None, None);
+        s.object(d, |s, key| match key {
+            b"key" => set(&mut key_, s.owned()?),
+            b"operator" => set(&mut operator, s.owned()?),
+            b"values" => set(&mut values, s.list(d + 1, |s| s.owned())?),
+            _ => s.value(d + 1),
+        })?;
+        Some(NodeSelectorRequirement {
+            key: key_.unwrap_or_default(),
+            operator: operator.unwrap_or_default(),
+            values: values.unwrap_or_default(),
+        })
+    }
+}
+
+/// A raw string's text with its (simple) escapes undone; `\u` never gets
+/// here (the scan refuses it).
+fn unescape(raw: &[u8]) -> Option<String> {
+    if !raw.contains(&b'\\') {
+        return std::str::from_utf8(raw).ok().map(str::to_owned);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut it = raw.iter();
+    while let Some(&c) = it.next() {
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match it.next()? {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            _ => return None,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A field read once: a second occurrence is a duplicate serde may refuse.
 fn set<T>(slot: &mut Option<T>, v: T) -> Option<()> {
     if slot.replace(v).is_some() {
@@ -329,6 +718,45 @@ impl<'a> Scan<'a> {
             return self.literal(b"null").map(|()| None);
         }
         self.string().map(Some)
+    }
+
+    /// A string, escapes undone.
+    fn owned(&mut self) -> Option<String> {
+        let (raw, _) = self.raw_string()?;
+        unescape(raw)
+    }
+
+    fn opt_owned(&mut self) -> Option<Option<String>> {
+        self.opt(Self::owned)
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        self.opt_bool()?
+    }
+
+    /// `null` as `None`, else what `read` makes of the value.
+    fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.null() {
+            return Some(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// A list, `null` as empty (serde's `null_as_default`).
+    fn list<T>(
+        &mut self,
+        depth: usize,
+        mut item: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        if self.null() {
+            return Some(out);
+        }
+        self.array(depth, |s| {
+            out.push(item(s)?);
+            Some(())
+        })?;
+        Some(out)
     }
 
     fn opt_bool(&mut self) -> Option<Option<bool>> {
@@ -507,6 +935,134 @@ mod tests {
         assert!(pod_create(body.as_bytes()).is_some(), "{body}");
     }
 
+    /// The scan's request is the typed parse's, field for field.
+    fn same_as_serde(body: &[u8]) -> bool {
+        let Some(scanned) = pod_create_request(body) else {
+            return false;
+        };
+        let parsed = super::super::parse_request(body).expect("serde parses what the scan read");
+        assert_eq!(
+            format!("{scanned:?}"),
+            format!("{parsed:?}"),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        true
+    }
+
+    #[test]
+    fn typed_reads_what_serde_reads() {
+        let body = review(POD, r#","dryRun":true"#);
+        let r = pod_create_request(body.as_bytes()).expect("a pod creation");
+        assert_eq!(
+            (
+                r.uid.as_str(),
+                r.namespace.as_str(),
+                r.name.as_str(),
+                r.dry_run
+            ),
+            ("u-1", "default", "web-1", true)
+        );
+        let Some(Object::Pod(p)) = &r.object else {
+            panic!("no pod")
+        };
+        assert_eq!(p.metadata.annotations["x"], r#"{"k":"v\n"}"#);
+        assert!(same_as_serde(body.as_bytes()));
+        // Whitespace where JSON allows it.
+        let spaced = format!(
+            " \n{}\t\r\n",
+            body.replace(",\"", " ,\n \"").replace(':', " : ")
+        );
+        assert!(same_as_serde(spaced.as_bytes()), "{spaced}");
+        // Every field the narrow types have, in the shapes serde reads.
+        for (from, to) in [
+            (
+                r#""emptyDir":{}"#,
+                r#""persistentVolumeClaim":{"claimName":"d","readOnly":true}"#,
+            ),
+            (
+                r#""emptyDir":{}"#,
+                r#""persistentVolumeClaim":null,"ephemeral":null"#,
+            ),
+            (
+                r#""volumes":[{"name":"t","emptyDir":{}}]"#,
+                r#""volumes":null"#,
+            ),
+            (
+                r#""volumes":[{"name":"t","emptyDir":{}}]"#,
+                r#""volumes":[]"#,
+            ),
+            (
+                r#""a":"b""#,
+                r#""a":"persistentVolumeClaim ephemeral","c\"d":"e\\f""#,
+            ),
+            (
+                r#""labels":{"a":"b"}"#,
+                r#""labels":null,"deletionTimestamp":"2026-01-01T00:00:00Z","resourceVersion":null"#,
+            ),
+            (
+                r#""uid":"p-1""#,
+                r#""uid":null,"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"w","uid":"o","controller":true,"blockOwnerDeletion":true},{"kind":"X","controller":null}]"#,
+            ),
+            (
+                r#""name":"c","image""#,
+                r#""name":"c","volumeMounts":[{"name":"t","mountPath":"/t","readOnly":true},{"name":"u"}],"volumeDevices":[{"name":"b","devicePath":"/dev/b"}],"image""#,
+            ),
+            (
+                r#""priority":0"#,
+                r#""priority":0,"initContainers":[{"volumeMounts":null}],"nodeName":"n1","nodeSelector":{"kubernetes.io/hostname":"n1"}"#,
+            ),
+            (
+                r#""priority":0"#,
+                r#""affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"k","operator":"In","values":["a","b"]}],"matchFields":[{"key":"metadata.name","operator":"In","values":null}]}]},"preferredDuringSchedulingIgnoredDuringExecution":[]},"podAntiAffinity":{}}"#,
+            ),
+            (r#""priority":0"#, r#""affinity":{"nodeAffinity":null}"#),
+            (r#""priority":0"#, r#""affinity":null,"nodeName":null"#),
+        ] {
+            assert!(POD.contains(from), "{from}");
+            let body = review(&POD.replacen(from, to, 1), "");
+            assert!(same_as_serde(body.as_bytes()), "{body}");
+        }
+        for object in [
+            POD.replacen(r#","spec":{"#, r#","spec":null,"x":{"#, 1),
+            POD.replacen(r#"}}]},"spec""#, r#"}}]},"status":{"phase":"Running"},"spec""#, 1),
+            POD.replacen(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-1","namespace":"default","#, r#"{"metadata":{"generateName":"web-","namespace":null,"#, 1),
+            r#"{}"#.to_string(),
+        ] {
+            let body = review(&object, "");
+            assert!(same_as_serde(body.as_bytes()), "{body}");
+        }
+    }
+
+    #[test]
+    fn typed_gives_up_where_serde_refuses_or_keeps_a_tree() {
+        let ok = review(POD, "");
+        assert!(same_as_serde(ok.as_bytes()));
+        for (from, to) in [
+            (
+                r#""emptyDir":{}"#,
+                r#""ephemeral":{"volumeClaimTemplate":{}}"#,
+            ),
+            (
+                r#""emptyDir":{}"#,
+                r#""persistentVolumeClaim":{"claimName":"d","readOnly":"yes"}"#,
+            ),
+            (r#""labels":{"a":"b"}"#, r#""labels":{"a":1}"#),
+            (r#""containers":["#, r#""containers":"x","c":["#),
+            (
+                r#""name":"c","image""#,
+                r#""name":"c","volumeMounts":[{"name":5}],"image""#,
+            ),
+            (r#""metadata":{"#, r#""metadata":{"name":"dup","#),
+            (r#""image":"nginx""#, r#""image":"ng\u0069nx""#),
+            (r#""operation":"CREATE""#, r#""operation":"UPDATE""#),
+        ] {
+            assert!(ok.contains(from), "{from}");
+            let bad = ok.replacen(from, to, 1);
+            assert!(pod_create_request(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
     #[test]
     fn gives_up_on_anything_else() {
         let ok = review(POD, "");
@@ -641,6 +1197,19 @@ mod tests {
                     Err(e) => {
                         return Err(TestCaseError::fail(format!("scan accepted what the full parse refuses ({e}): {text}")));
                     }
+                }
+            }
+        }
+
+        /// Stricter than serde, never looser: whatever the scan accepts,
+        /// serde parses to the same request, field for field.
+        #[test]
+        fn typed_accepts_only_what_serde_accepts(body in mutated()) {
+            if let Some(scanned) = pod_create_request(&body) {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                match super::super::parse_request(&body) {
+                    Ok(parsed) => prop_assert_eq!(format!("{scanned:?}"), format!("{parsed:?}"), "{}", text),
+                    Err(e) => return Err(TestCaseError::fail(format!("scan accepted what serde refuses ({e}): {text}"))),
                 }
             }
         }
