@@ -49,47 +49,67 @@ pub(super) struct PodCreate<'a> {
 /// The request of a Pod CREATE, or `None` when this body is anything else or
 /// anything the scan does not vouch for (then the full parse decides).
 pub(super) fn pod_create(body: &[u8]) -> Option<PodCreate<'_>> {
+    envelope(body, |s| {
+        let mut out = PodCreate::default();
+        let h = header(s, Scan::string, |s| pod(s, &mut out))?;
+        out.uid = h.uid.filter(|u| !u.is_empty())?;
+        out.namespace = h.namespace.unwrap_or("");
+        out.name = h.name.unwrap_or("");
+        out.dry_run = h.dry_run;
+        Some(out)
+    })
+}
+
+/// The AdmissionReview around a request: `apiVersion` and `kind` checked,
+/// the whole body consumed; `request` reads the request.
+fn envelope<'a, T>(
+    body: &'a [u8],
+    mut request: impl FnMut(&mut Scan<'a>) -> Option<T>,
+) -> Option<T> {
     // Kept strings are sliced from the body: one check makes them all `str`.
     std::str::from_utf8(body).ok()?;
     let mut s = Scan { b: body, i: 0 };
-    let mut out = PodCreate::default();
-    let mut api_version = None;
-    let mut kind = None;
-    let mut seen_request = false;
+    let (mut api_version, mut kind, mut out) = (None, None, None);
     s.ws();
     s.object(0, |s, key| match key {
         b"apiVersion" => set(&mut api_version, s.string()?),
         b"kind" => set(&mut kind, s.string()?),
-        b"request" => {
-            if std::mem::replace(&mut seen_request, true) {
-                return None;
-            }
-            request(s, &mut out)
-        }
+        b"request" => set(&mut out, request(s)?),
         _ => s.value(1),
     })?;
     s.ws();
     if s.i != body.len()
         || api_version != Some(super::review::API_VERSION)
         || kind != Some("AdmissionReview")
-        || !seen_request
-        || out.uid.is_empty()
     {
         return None;
     }
-    Some(out)
+    out
 }
 
-/// `request`: what a Pod CREATE needs; gives up early on another kind or
-/// operation (the API server writes both before `object`).
-fn request<'a>(s: &mut Scan<'a>, out: &mut PodCreate<'a>) -> Option<()> {
+/// What both readings take from `request` besides the object.
+struct Header<S> {
+    uid: Option<S>,
+    namespace: Option<S>,
+    name: Option<S>,
+    dry_run: bool,
+}
+
+/// `request` of a Pod CREATE: its names read with `text`, the object handed
+/// to `object` (which must consume it, once). Gives up early on another kind
+/// or operation (the API server writes both before `object`).
+fn header<'a, S>(
+    s: &mut Scan<'a>,
+    text: fn(&mut Scan<'a>) -> Option<S>,
+    mut object: impl FnMut(&mut Scan<'a>) -> Option<()>,
+) -> Option<Header<S>> {
     let (mut uid, mut namespace, mut name, mut operation) = (None, None, None, None);
     let (mut dry_run, mut sub_resource) = (None, None);
     let (mut kind_seen, mut resource_seen, mut object_seen) = (false, false, false);
     s.object(1, |s, key| match key {
-        b"uid" => set(&mut uid, s.string()?),
-        b"namespace" => set(&mut namespace, s.string()?),
-        b"name" => set(&mut name, s.string()?),
+        b"uid" => set(&mut uid, text(s)?),
+        b"namespace" => set(&mut namespace, text(s)?),
+        b"name" => set(&mut name, text(s)?),
         b"subResource" => set(&mut sub_resource, s.string()?),
         b"operation" => {
             let op = s.string()?;
@@ -108,16 +128,17 @@ fn request<'a>(s: &mut Scan<'a>, out: &mut PodCreate<'a>) -> Option<()> {
         }
         b"object" => {
             once(&mut object_seen)?;
-            pod(s, out)
+            object(s)
         }
         _ => s.value(2),
     })?;
     (kind_seen && object_seen && operation.is_some()).then_some(())?;
-    out.uid = uid.unwrap_or("");
-    out.namespace = namespace.unwrap_or("");
-    out.name = name.unwrap_or("");
-    out.dry_run = dry_run.flatten().unwrap_or(false);
-    Some(())
+    Some(Header {
+        uid,
+        namespace,
+        name,
+        dry_run: dry_run.flatten().unwrap_or(false),
+    })
 }
 
 /// `{"group": "...", "<second>": "...", ...}` (a GroupVersionKind or
@@ -196,92 +217,35 @@ fn pod<'a>(s: &mut Scan<'a>, out: &mut PodCreate<'a>) -> Option<()> {
 /// `parse_request` returns for it, or `None` when this body is anything else
 /// or anything the scan does not vouch for (then the full parse decides).
 pub(super) fn pod_create_request(body: &[u8]) -> Option<AdmissionRequest> {
-    // Kept strings are sliced from the body: one check makes them all `str`.
-    std::str::from_utf8(body).ok()?;
-    let mut s = Scan { b: body, i: 0 };
-    let mut out = None;
-    let mut api_version = None;
-    let mut kind = None;
-    let mut seen_request = false;
-    s.ws();
-    s.object(0, |s, key| match key {
-        b"apiVersion" => set(&mut api_version, s.string()?),
-        b"kind" => set(&mut kind, s.string()?),
-        b"request" => {
-            once(&mut seen_request)?;
-            out = Some(typed_request(s)?);
-            Some(())
-        }
-        _ => s.value(1),
-    })?;
-    s.ws();
-    if s.i != body.len()
-        || api_version != Some(super::review::API_VERSION)
-        || kind != Some("AdmissionReview")
-    {
-        return None;
-    }
-    out
-}
-
-/// `request`: a Pod CREATE; gives up early on another kind or operation
-/// (the API server writes both before `object`).
-fn typed_request(s: &mut Scan<'_>) -> Option<AdmissionRequest> {
-    let (mut uid, mut namespace, mut name, mut operation) = (None, None, None, None);
-    let (mut dry_run, mut sub_resource, mut object) = (None, None, None);
-    let (mut kind_seen, mut resource_seen) = (false, false);
-    s.object(1, |s, key| match key {
-        b"uid" => set(&mut uid, s.owned()?),
-        b"namespace" => set(&mut namespace, s.owned()?),
-        b"name" => set(&mut name, s.owned()?),
-        b"subResource" => set(&mut sub_resource, s.string()?),
-        b"operation" => {
-            let op = s.string()?;
-            (op == "CREATE").then_some(())?;
-            set(&mut operation, op)
-        }
-        b"dryRun" => set(&mut dry_run, s.opt_bool()?),
-        b"kind" => {
-            once(&mut kind_seen)?;
-            let (group, kind) = group_and(s, b"kind")?;
-            (group.is_empty() && kind == "Pod").then_some(())
-        }
-        b"resource" => {
-            once(&mut resource_seen)?;
-            group_and(s, b"resource").map(drop)
-        }
+    envelope(body, |s| {
+        let mut object = None;
         // `null` is the full path's "no object" error.
-        b"object" => set(&mut object, typed::pod(s, 2)?),
-        _ => s.value(2),
-    })?;
-    (kind_seen && operation.is_some()).then_some(())?;
-    let uid = uid.unwrap_or_default();
-    if uid.is_empty() {
-        return None;
-    }
-    let namespace = namespace.unwrap_or_default();
-    let name = name.unwrap_or_default();
-    let mut pod = object?;
-    // As `parse_request`: on CREATE the object may not carry its namespace
-    // or name yet; the request does.
-    let meta = &mut pod.metadata;
-    if meta.namespace.as_deref().is_none_or(str::is_empty) && !namespace.is_empty() {
-        meta.namespace = Some(namespace.clone());
-    }
-    if meta.name.is_empty() && !name.is_empty() {
-        meta.name = name.clone();
-    }
-    Some(AdmissionRequest {
-        uid,
-        kind_name: "Pod".to_owned(),
-        kind: Some(Kind::Pod),
-        operation: "CREATE".to_owned(),
-        namespace,
-        name,
-        dry_run: dry_run.flatten().unwrap_or(false),
-        object: Some(Object::Pod(pod)),
-        old_object: None,
-        scale: None,
+        let h = header(s, Scan::owned, |s| set(&mut object, typed::pod(s, 2)?))?;
+        let uid = h.uid.filter(|u| !u.is_empty())?;
+        let namespace = h.namespace.unwrap_or_default();
+        let name = h.name.unwrap_or_default();
+        let mut pod = object?;
+        // As `parse_request`: on CREATE the object may not carry its
+        // namespace or name yet; the request does.
+        let meta = &mut pod.metadata;
+        if meta.namespace.as_deref().is_none_or(str::is_empty) && !namespace.is_empty() {
+            meta.namespace = Some(namespace.clone());
+        }
+        if meta.name.is_empty() && !name.is_empty() {
+            meta.name = name.clone();
+        }
+        Some(AdmissionRequest {
+            uid,
+            kind_name: "Pod".to_owned(),
+            kind: Some(Kind::Pod),
+            operation: "CREATE".to_owned(),
+            namespace,
+            name,
+            dry_run: h.dry_run,
+            object: Some(Object::Pod(pod)),
+            old_object: None,
+            scale: None,
+        })
     })
 }
 
