@@ -502,7 +502,10 @@ fn evaluate(
 
 /// One SIMD pass: where a body goes, not what it means (the scans decide).
 fn mentions_claim(body: &[u8]) -> bool {
-    memchr::memmem::find(body, b"persistentVolumeClaim").is_some()
+    // Built once: `memmem::find` builds its searcher on every call.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"persistentVolumeClaim"));
+    FINDER.find(body).is_some()
 }
 
 /// The request of a review: a Pod CREATE read by the typed scan of

@@ -67,8 +67,12 @@ fn envelope<'a, T>(
     mut request: impl FnMut(&mut Scan<'a>) -> Option<T>,
 ) -> Option<T> {
     // Kept strings are sliced from the body: one check makes them all `str`.
-    std::str::from_utf8(body).ok()?;
-    let mut s = Scan { b: body, i: 0 };
+    let text = simdutf8::basic::from_utf8(body).ok()?;
+    let mut s = Scan {
+        text,
+        b: body,
+        i: 0,
+    };
     let (mut api_version, mut kind, mut out) = (None, None, None);
     s.ws();
     s.object(0, |s, key| match key {
@@ -552,6 +556,9 @@ fn once(seen: &mut bool) -> Option<()> {
 const MAX_DEPTH: usize = 100;
 
 struct Scan<'a> {
+    /// The body, checked UTF-8 once: a kept string is sliced from it (its
+    /// quotes are ASCII, so its ends are character boundaries).
+    text: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -674,7 +681,13 @@ impl<'a> Scan<'a> {
         if escaped {
             return None;
         }
-        std::str::from_utf8(raw).ok()
+        self.text_of(raw)
+    }
+
+    /// The text of `raw`, a slice of this body.
+    fn text_of(&self, raw: &'a [u8]) -> Option<&'a str> {
+        let at = (raw.as_ptr() as usize).wrapping_sub(self.b.as_ptr() as usize);
+        self.text.get(at..at + raw.len())
     }
 
     fn opt_string(&mut self) -> Option<Option<&'a str>> {
@@ -686,7 +699,10 @@ impl<'a> Scan<'a> {
 
     /// A string, escapes undone.
     fn owned(&mut self) -> Option<String> {
-        let (raw, _) = self.raw_string()?;
+        let (raw, escaped) = self.raw_string()?;
+        if !escaped {
+            return self.text_of(raw).map(str::to_owned);
+        }
         unescape(raw)
     }
 
