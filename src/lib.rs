@@ -12,6 +12,7 @@ pub mod certs;
 pub mod check;
 pub mod cluster;
 pub mod events;
+pub mod log_batch;
 pub mod objects;
 pub mod policy;
 pub mod reload;

@@ -182,32 +182,25 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     }
 }
 
-/// With `background`, lines are written to stderr by a thread of their own
-/// (`serve`: a request's worker only formats its decision line); the guard
-/// flushes them when dropped at the end of `main`. Never lossy: a full queue
-/// makes the logging call wait.
-fn init_logging(
-    format: LogFormat,
-    background: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// With `background`, lines are written to stderr in batches by a thread of
+/// their own (`serve`: a request's worker only formats its decision line and
+/// appends it; see `claimguard::log_batch`); the guard writes what is left
+/// when dropped at the end of `main`. Never lossy: a full buffer makes the
+/// logging call wait.
+fn init_logging(format: LogFormat, background: bool) -> Option<claimguard::log_batch::BatchGuard> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAIMGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let (writer, guard) = if background {
-        let (w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .thread_name("claimguard-log")
-            // The log thread writes every line queued and then flushes: under
-            // load many lines go out in one write(2), and a lone line is
-            // still written as soon as it is queued.
-            .finish(std::io::BufWriter::with_capacity(
-                64 * 1024,
-                std::io::stderr(),
-            ));
-        (BoxMakeWriter::new(w), Some(guard))
+    let batched = if background {
+        // Only a thread that cannot start lands here; log unbatched then.
+        claimguard::log_batch::batched(std::io::stderr(), "claimguard-log").ok()
     } else {
-        (BoxMakeWriter::new(std::io::stderr), None)
+        None
+    };
+    let (writer, guard) = match batched {
+        Some((w, guard)) => (BoxMakeWriter::new(w), Some(guard)),
+        None => (BoxMakeWriter::new(std::io::stderr), None),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1152,7 +1152,9 @@ mod tests {
     fn any_json() -> impl Strategy<Value = serde_json::Value> {
         use serde_json::Value;
         let text = prop::collection::vec(
-            prop::sample::select(vec!['a', 'z', ' ', '"', '\\', '/', '{', ']', ':', ',', 'é', '😀']),
+            prop::sample::select(vec![
+                'a', 'z', ' ', '"', '\\', '/', '{', ']', ':', ',', 'é', '😀',
+            ]),
             0..80,
         )
         .prop_map(|cs| cs.into_iter().collect::<String>());
@@ -1160,7 +1162,9 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
             text.clone().prop_map(Value::String),
         ];
         leaf.prop_recursive(6, 64, 8, move |inner| {
