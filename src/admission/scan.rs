@@ -660,17 +660,94 @@ impl<'a> Scan<'a> {
         found
     }
 
-    /// Any JSON value at `depth`, validated and skipped.
+    /// Any JSON value at `depth`, validated and skipped. A loop with its
+    /// own stack rather than `object`/`array` recursion: this is where the
+    /// scan spends most of its time (managedFields, env, probes).
     fn value(&mut self, depth: usize) -> Option<()> {
-        match self.peek()? {
-            b'{' => self.object(depth, |s, _| s.value(depth + 1)),
-            b'[' => self.array(depth, |s| s.value(depth + 1)),
-            b'"' => self.raw_string().map(drop),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => None,
+        // Entry k: the k-th container open in this value is an object.
+        let (mut objects, mut open) = ([false; MAX_DEPTH + 1], 0usize);
+        loop {
+            // A value at the cursor.
+            match self.peek()? {
+                b'"' => self.skip_string()?,
+                c @ (b'{' | b'[') => {
+                    if depth + open > MAX_DEPTH {
+                        return None;
+                    }
+                    let object = c == b'{';
+                    *objects.get_mut(open)? = object;
+                    open += 1;
+                    self.i += 1;
+                    self.ws();
+                    if self.eat(if object { b'}' } else { b']' }).is_some() {
+                        open -= 1;
+                    } else {
+                        if object {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => return None,
+            }
+            // After a value: the next one in its container, or the ends of
+            // the containers it closes.
+            loop {
+                if open == 0 {
+                    return Some(());
+                }
+                self.ws();
+                let object = objects[open - 1];
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                        if object {
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return None,
+                }
+                self.i += 1;
+                open -= 1;
+            }
+        }
+    }
+
+    /// A key, its colon and the whitespace after it.
+    #[inline]
+    fn key(&mut self) -> Option<()> {
+        self.skip_string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(())
+    }
+
+    /// `raw_string` without keeping anything, inlined into the skip loop.
+    #[inline(always)]
+    fn skip_string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            self.i = special_from(self.b, self.i);
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => match self.b.get(self.i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                    _ => return None,
+                },
+                _ => return None,
+            }
         }
     }
 
@@ -809,6 +886,7 @@ impl<'a> Scan<'a> {
 /// `i`, or `b.len()`: where a string ends or needs a closer look. Sixteen
 /// bytes at a time with SSE2 (part of every x86_64), then eight with SWAR;
 /// strings in a pod average about 13 bytes.
+#[inline(always)]
 fn special_from(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     while let Some(chunk) = b.get(i..i + 16) {
