@@ -13,6 +13,7 @@ pub mod check;
 pub mod cluster;
 pub mod events;
 pub mod log_batch;
+pub mod log_line;
 pub mod objects;
 pub mod policy;
 pub mod reload;

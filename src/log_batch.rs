@@ -108,8 +108,10 @@ pub fn batched<W: Write + Send + 'static>(
     ))
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+impl BatchWriter {
+    /// Appends `buf` whole (a line stays one piece); waits only when
+    /// `HIGH_WATER` bytes are already waiting.
+    pub fn append(&self, buf: &[u8]) {
         let mut p = self.shared.lock();
         while p.bytes.len() >= HIGH_WATER && !p.closed {
             self.shared.more.notify_one();
@@ -121,6 +123,12 @@ impl Write for BatchWriter {
         if was_empty {
             self.shared.more.notify_one();
         }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.append(buf);
         Ok(buf.len())
     }
 

@@ -470,6 +470,7 @@ async fn validate(
             macro_rules! decision {
                 ($level:expr) => {
                     tracing::event!(
+                        target: crate::log_line::DECISION_TARGET,
                         $level,
                         uid = %s.uid,
                         kind = %s.kind,
