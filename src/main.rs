@@ -199,7 +199,7 @@ fn init_logging(format: LogFormat, background: bool) -> Option<claimguard::log_b
         None
     };
     let ansi = std::io::stderr().is_terminal();
-    if let (LogFormat::Text, false, Some((w, guard))) = (format, ansi, &batched) {
+    if let (LogFormat::Text, false, Some((w, _))) = (format, ansi, &batched) {
         // serve's text log: decision lines by their own layer
         // (`claimguard::log_line`), the same bytes at a fraction of the cost;
         // everything else by the fmt layer.
@@ -217,7 +217,6 @@ fn init_logging(format: LogFormat, background: bool) -> Option<claimguard::log_b
             .with(decisions)
             .with(rest)
             .init();
-        let _ = guard;
         return batched.map(|(_, guard)| guard);
     }
     let (writer, guard) = match batched {
