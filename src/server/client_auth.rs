@@ -190,13 +190,12 @@ impl ClientCaFile {
 /// The `on_connect` hook: records whether the TLS client presented a verified
 /// certificate. rustls only keeps peer certificates it verified, so their
 /// presence is the proof.
-pub fn mark_verified_client(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-    use actix_tls::accept::rustls_0_23::TlsStream;
-    use actix_web::rt::net::TcpStream;
-    if let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() {
-        let (_, session) = tls.get_ref();
-        if session.peer_certificates().is_some_and(|c| !c.is_empty()) {
-            ext.insert(VerifiedClient);
-        }
+pub(super) fn mark_verified_client(
+    tls: &actix_tls::accept::rustls_0_23::TlsStream<super::read_ahead::ReadAhead>,
+    ext: &mut actix_web::dev::Extensions,
+) {
+    let (_, session) = tls.get_ref();
+    if session.peer_certificates().is_some_and(|c| !c.is_empty()) {
+        ext.insert(VerifiedClient);
     }
 }

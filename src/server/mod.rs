@@ -8,6 +8,7 @@
 pub mod client_auth;
 pub mod metrics;
 mod mutate;
+mod read_ahead;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -236,27 +237,18 @@ pub async fn start_with_metrics(
         None => None,
     };
 
-    let mut server = HttpServer::new(move || {
+    let app_state = state.clone();
+    let app = move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(app_state.clone())
             .route("/validate", web::post().to(validate))
             .route("/mutate", web::post().to(mutate::mutate))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_endpoint))
             .default_service(web::to(not_found))
-    })
-    .on_connect(client_auth::mark_verified_client)
-    .disable_signals()
-    .keep_alive(config.keep_alive)
-    .client_request_timeout(config.request_timeout)
-    .client_disconnect_timeout(config.disconnect_timeout)
-    .tls_handshake_timeout(config.tls_handshake_timeout)
-    .shutdown_timeout(config.drain_timeout.as_secs_f64().ceil() as u64);
-    if let Some(workers) = config.workers {
-        server = server.workers(workers.max(1));
-    }
-    let server = server.listen_rustls_0_23(listener, tls_config)?.run();
+    };
+    let server = tls_listener(listener, tls_config, &config, app)?.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
     let reloader = tls::spawn_reloader(
@@ -575,6 +567,87 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         None => plain(StatusCode::OK, "ok"),
         Some(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why),
     }
+}
+
+/// The webhook's listener: what actix-web's `HttpServer::listen_rustls_0_23`
+/// builds (the same acceptor, HTTP service, timeouts, ALPN and graceful
+/// shutdown), with one change: rustls reads from a [`read_ahead::ReadAhead`]
+/// stream instead of the bare socket, one system call per review instead of
+/// two (see that module).
+fn tls_listener<F, A>(
+    listener: std::net::TcpListener,
+    mut tls_config: rustls::ServerConfig,
+    config: &ServeConfig,
+    app: F,
+) -> std::io::Result<actix_server::ServerBuilder>
+where
+    F: Fn() -> App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+{
+    use actix_http::{HttpService, Protocol};
+    use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+    use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+    use read_ahead::ReadAhead;
+
+    let mut protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    protocols.append(&mut tls_config.alpn_protocols);
+    tls_config.alpn_protocols = protocols;
+    let (keep_alive, request_timeout) = (config.keep_alive, config.request_timeout);
+    let (disconnect_timeout, handshake_timeout) =
+        (config.disconnect_timeout, config.tls_handshake_timeout);
+
+    let mut builder = actix_server::Server::build()
+        .disable_signals()
+        .shutdown_timeout(config.drain_timeout.as_secs_f64().ceil() as u64);
+    if let Some(workers) = config.workers {
+        builder = builder.workers(workers.max(1));
+    }
+    let shutdown = builder.graceful_shutdown_signal();
+    builder.listen("claimguard-webhook", listener, move || {
+        let shutdown = shutdown.clone();
+        let http = HttpService::build()
+            .graceful_shutdown_signal(move || {
+                let shutdown = shutdown.clone();
+                async move { shutdown.notified().await }
+            })
+            .keep_alive(keep_alive)
+            .client_request_timeout(request_timeout)
+            .client_disconnect_timeout(disconnect_timeout)
+            .on_connect_ext(
+                |io: &TlsStream<ReadAhead>, ext: &mut actix_web::dev::Extensions| {
+                    client_auth::mark_verified_client(io, ext)
+                },
+            )
+            // Handlers read neither the connection's scheme nor its host
+            // (`AppConfig::new` is private to actix-web).
+            .finish(map_config(
+                app()
+                    .into_factory()
+                    .map_err(|err: actix_web::Error| err.error_response()),
+                |_| actix_web::dev::AppConfig::default(),
+            ));
+        let mut acceptor = Acceptor::new(tls_config.clone());
+        acceptor.set_handshake_timeout(handshake_timeout);
+        fn_service(
+            |io: actix_web::rt::net::TcpStream| async move { Ok::<_, ()>(ReadAhead::new(io)) },
+        )
+        .and_then(acceptor.map_err(|e| tracing::debug!(error = %e, "TLS handshake failed")))
+        .and_then(|io: TlsStream<ReadAhead>| async move {
+            let protocol = match io.get_ref().1.alpn_protocol() {
+                Some(p) if p == b"h2" => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            let peer = io.get_ref().0.get_ref().peer_addr().ok();
+            Ok::<_, ()>((io, protocol, peer))
+        })
+        .and_then(http.map_err(|e| tracing::debug!(error = %e, "connection ended with an error")))
+    })
 }
 
 /// `--metrics-listen`: `/metrics` and the probes over plain HTTP, one worker,
