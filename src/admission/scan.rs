@@ -605,7 +605,12 @@ impl<'t, 'b> Scan<'t, 'b> {
         unsafe { *self.b.get_unchecked(self.i + k) }
     }
 
+    #[inline(always)]
     fn ws(&mut self) {
+        // The API server sends compact JSON: one compare in the usual case.
+        if self.at(0) > b' ' {
+            return;
+        }
         while let b' ' | b'\n' | b'\r' | b'\t' = self.at(0) {
             self.i += 1;
         }
@@ -701,8 +706,10 @@ impl<'t, 'b> Scan<'t, 'b> {
     /// own stack rather than `object`/`array` recursion: this is where the
     /// scan spends most of its time (managedFields, env, probes).
     fn value(&mut self, depth: usize) -> Option<()> {
-        // Entry k: the k-th container open in this value is an object.
-        let (mut objects, mut open) = ([false; MAX_DEPTH + 1], 0usize);
+        // A stack of the open containers' kinds, one bit each (1: object),
+        // the innermost lowest; `MAX_DEPTH` < 128 keeps it in one word.
+        const _: () = assert!(MAX_DEPTH < 128);
+        let (mut objects, mut open) = (0u128, 0usize);
         loop {
             // A value at the cursor.
             match self.at(0) {
@@ -712,11 +719,12 @@ impl<'t, 'b> Scan<'t, 'b> {
                         return None;
                     }
                     let object = c == b'{';
-                    *objects.get_mut(open)? = object;
+                    objects = objects << 1 | u128::from(object);
                     open += 1;
                     self.i += 1;
                     self.ws();
                     if self.eat(if object { b'}' } else { b']' }).is_some() {
+                        objects >>= 1;
                         open -= 1;
                     } else {
                         if object {
@@ -738,7 +746,7 @@ impl<'t, 'b> Scan<'t, 'b> {
                     return Some(());
                 }
                 self.ws();
-                let object = objects[open - 1];
+                let object = objects & 1 == 1;
                 match self.at(0) {
                     b',' => {
                         self.i += 1;
@@ -753,13 +761,14 @@ impl<'t, 'b> Scan<'t, 'b> {
                     _ => return None,
                 }
                 self.i += 1;
+                objects >>= 1;
                 open -= 1;
             }
         }
     }
 
     /// A key, its colon and the whitespace after it.
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Option<()> {
         self.skip_string()?;
         self.ws();
@@ -931,25 +940,30 @@ impl<'t, 'b> Scan<'t, 'b> {
     /// at the latest, so the invariant holds for the result).
     #[inline(always)]
     fn special(&self) -> usize {
-        special_from(self.b, self.i)
+        // SAFETY: by the invariant, `b[text.len()]` is a zero byte at or
+        // after the cursor, with `PAD - 1` (15) readable bytes after it.
+        unsafe { special_from(self.b, self.i) }
     }
 }
 
 /// The index of the first `"`, `\` or control byte (< 0x20) at or after
-/// `i` in `b`, which must hold one at or after `i` with at least 15 readable
-/// bytes after it (a padded body: the zero byte after it). Sixteen bytes at
-/// a time with SSE2 (part of every x86_64); strings in a pod average about
-/// 13 bytes.
+/// `i` in `b`. Sixteen bytes at a time with SSE2 (part of every x86_64);
+/// strings in a pod average about 13 bytes.
+///
+/// # Safety
+///
+/// `b` must hold such a byte at or after `i` with at least 15 bytes after
+/// it (a padded body: the zero byte after it).
 #[inline(always)]
-fn special_from(b: &[u8], mut i: usize) -> usize {
+unsafe fn special_from(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     loop {
         use std::arch::x86_64::*;
-        // A chunk with no special byte lies before the first one, which has
-        // 15 readable bytes after it: the next chunk is readable too.
-        assert!(i + 16 <= b.len());
-        // SAFETY: `b[i..i + 16]` is readable (just checked) and the load is
-        // unaligned; SSE2 is always enabled on x86_64.
+        debug_assert!(i + 16 <= b.len());
+        // SAFETY: a chunk with no special byte lies before the first one,
+        // which has 15 readable bytes after it, so every chunk read is
+        // inside `b` (the caller's promise); the load is unaligned and SSE2
+        // is always enabled on x86_64.
         let hits = unsafe {
             let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
             let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
@@ -1229,9 +1243,10 @@ mod tests {
     #[test]
     fn finds_specials_in_every_position() {
         // As the scan calls it: the body followed by `PAD` zero bytes.
-        let padded = |mut b: Vec<u8>| {
+        let find = |mut b: Vec<u8>, from: usize| {
             b.resize(b.len() + PAD, 0);
-            b
+            // SAFETY: padded: a zero byte with `PAD - 1` bytes after it.
+            unsafe { special_from(&b, from) }
         };
         for len in 0..40 {
             for at in 0..len {
@@ -1239,18 +1254,14 @@ mod tests {
                     let mut b = vec![b'a'; len];
                     b[at] = c;
                     for from in 0..=at {
-                        assert_eq!(
-                            special_from(&padded(b.clone()), from),
-                            at,
-                            "{len} {at} {c} {from}"
-                        );
+                        assert_eq!(find(b.clone(), from), at, "{len} {at} {c} {from}");
                     }
                 }
             }
             // No special byte in the body: the first zero byte after it.
-            assert_eq!(special_from(&padded(vec![0x7fu8; len]), 0), len);
-            assert_eq!(special_from(&padded(vec![0xc3u8; len]), 0), len);
-            assert_eq!(special_from(&padded(vec![b' '; len]), len), len);
+            assert_eq!(find(vec![0x7fu8; len], 0), len);
+            assert_eq!(find(vec![0xc3u8; len], 0), len);
+            assert_eq!(find(vec![b' '; len], len), len);
         }
     }
 
