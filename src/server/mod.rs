@@ -370,13 +370,27 @@ async fn read_body(
     // Trust a declared length only so far: a client that announces 4 MiB and
     // then stalls should not pin 4 MiB per connection.
     let mut body = Vec::with_capacity(declared.unwrap_or(8 * 1024).min(256 * 1024));
+    let take = |body: &mut Vec<u8>, chunk: Result<web::Bytes, _>| {
+        let chunk =
+            chunk.map_err(|e: actix_web::error::PayloadError| BodyError::Read(e.to_string()))?;
+        if body.len() + chunk.len() > state.max_body {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+        Ok(())
+    };
+    // A review's body has nearly always arrived with its head (one TLS
+    // record): take what is there without arming a timer.
+    loop {
+        match payload.next().now_or_never() {
+            Some(Some(chunk)) => take(&mut body, chunk)?,
+            Some(None) => return Ok(body),
+            None => break,
+        }
+    }
     let read = async {
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
-            if body.len() + chunk.len() > state.max_body {
-                return Err(BodyError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
+            take(&mut body, chunk)?;
         }
         Ok(())
     };
@@ -571,10 +585,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// The webhook's listener: what actix-web's `HttpServer::listen_rustls_0_23`
 /// builds (the same acceptor, HTTP service, timeouts, ALPN and graceful
-/// shutdown), with one change: rustls reads from a [`read_ahead::ReadAhead`]
-/// stream instead of the bare socket, one system call per review instead of
-/// two (see that module).
-fn tls_listener<F, A>(
+/// shutdown), with one change: rustls reads from a read-ahead stream instead
+/// of the bare socket, one system call per review instead of two (see
+/// `read_ahead.rs`). Public so the bench's stand-in servers (`loadgen
+/// --null-server`, `--engine-server`) run on the same transport.
+pub fn tls_listener<F, A>(
     listener: std::net::TcpListener,
     mut tls_config: rustls::ServerConfig,
     config: &ServeConfig,
