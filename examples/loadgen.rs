@@ -751,7 +751,7 @@ const NULL_BODY: &[u8] =
     br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 
 fn server(args: &Args) -> Result<()> {
-    use actix_web::{web, App, HttpResponse, HttpServer};
+    use actix_web::{web, App, HttpResponse};
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let addr: SocketAddr = args.listen.parse().context("--listen must be IP:port")?;
@@ -792,8 +792,12 @@ fn server(args: &Args) -> Result<()> {
         (None, true) => bail!("--engine-server needs --snapshot FILE"),
         _ => None,
     };
+    // The same listener as `claimguard serve` (transport, timeouts, workers).
+    let config = claimguard::server::ServeConfig::new(addr, cert_path.clone(), key_path.clone());
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
     actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(move || {
+        let app = move || {
             match &engine {
                     Some(engine) => {
                         App::new().app_data(engine.clone()).route(
@@ -822,10 +826,10 @@ fn server(args: &Args) -> Result<()> {
                         }),
                     ),
                 }
-        })
-        .bind_rustls_0_23(addr, tls)?;
+        };
+        let server = claimguard::server::tls_listener(listener, tls, &config, app)?.run();
         println!("listening on https://{addr}/validate");
-        server.run().await
+        server.await
     })?;
     Ok(())
 }
