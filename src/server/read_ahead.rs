@@ -102,11 +102,17 @@ mod tests {
         client.write_all(&record).await.unwrap();
         client.flush().await.unwrap();
         let mut io = ReadAhead::new(server);
-        // Wait until the whole record is in the socket's receive queue.
+        // Wait (10 s at most) until the whole record is in the socket's
+        // receive queue.
         let mut seen = [0u8; 8192];
-        while io.get_ref().peek(&mut seen).await.unwrap() < record.len() {
-            tokio::task::yield_now().await;
-        }
+        let queued = async {
+            while io.get_ref().peek(&mut seen).await.unwrap() < record.len() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), queued)
+            .await
+            .expect("the record reaches the receive queue");
 
         let mut got = vec![0u8; 4096];
         io.read_exact(&mut got).await.unwrap();
