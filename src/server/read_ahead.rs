@@ -9,34 +9,79 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use actix_web::rt::net::{ActixStream, Ready, TcpStream};
-use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A TLS record's largest ciphertext (16 KB of data plus its header and
 /// AEAD overhead): the most one read can usefully take.
 const READ_AHEAD: usize = 16 * 1024 + 256;
 
-pub struct ReadAhead(BufReader<TcpStream>);
+pub struct ReadAhead {
+    io: TcpStream,
+    /// Bytes read from the socket and not handed on yet: `ahead[at..]`.
+    /// Freed once handed on, so an idle connection holds no buffer (a flood
+    /// of idle connections costs no more than before).
+    ahead: Vec<u8>,
+    at: usize,
+}
 
 impl ReadAhead {
     pub fn new(io: TcpStream) -> Self {
-        Self(BufReader::with_capacity(READ_AHEAD, io))
+        Self {
+            io,
+            ahead: Vec::new(),
+            at: 0,
+        }
     }
 
     pub fn get_ref(&self) -> &TcpStream {
-        self.0.get_ref()
+        &self.io
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.ahead[self.at..]
     }
 }
 
 impl AsyncRead for ReadAhead {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.buffered().is_empty() {
+            if out.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.io).poll_read(cx, out);
+            }
+            // Allocate only once the socket has something to read.
+            ready!(this.io.poll_read_ready(cx))?;
+            let mut ahead = Vec::with_capacity(READ_AHEAD);
+            let mut into = ReadBuf::uninit(&mut ahead.spare_capacity_mut()[..READ_AHEAD]);
+            // `poll_read`, not `try_read_buf`: after a short read it marks the
+            // socket drained, which saves the next read's `EAGAIN` call.
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut into))?;
+            let n = into.filled().len();
+            // SAFETY: `ReadBuf` vouches that its first `filled().len()` bytes
+            // are initialized, and they are the start of `ahead`'s spare
+            // capacity.
+            unsafe { ahead.set_len(n) };
+            if ahead.is_empty() {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+            this.ahead = ahead;
+            this.at = 0;
+        }
+        let n = out.remaining().min(this.buffered().len());
+        out.put_slice(&this.ahead[this.at..this.at + n]);
+        this.at += n;
+        if this.at == this.ahead.len() {
+            this.ahead = Vec::new();
+            this.at = 0;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -46,7 +91,7 @@ impl AsyncWrite for ReadAhead {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -54,33 +99,33 @@ impl AsyncWrite for ReadAhead {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 impl ActixStream for ReadAhead {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<Ready>> {
         // Bytes already read ahead are ready without asking the socket.
-        if !self.0.buffer().is_empty() {
+        if !self.buffered().is_empty() {
             return Poll::Ready(Ok(Ready::READABLE));
         }
-        ActixStream::poll_read_ready(self.0.get_ref(), cx)
+        ActixStream::poll_read_ready(&self.io, cx)
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<Ready>> {
-        ActixStream::poll_write_ready(self.0.get_ref(), cx)
+        ActixStream::poll_write_ready(&self.io, cx)
     }
 }
 
@@ -117,14 +162,15 @@ mod tests {
         let mut got = vec![0u8; 4096];
         io.read_exact(&mut got).await.unwrap();
         assert_eq!(got, record[..4096]);
-        assert_eq!(io.0.buffer(), &record[4096..], "the rest was read ahead");
+        assert_eq!(io.buffered(), &record[4096..], "the rest was read ahead");
         let ready = std::future::poll_fn(|cx| ActixStream::poll_read_ready(&io, cx));
         assert!(ready.await.unwrap().is_readable());
 
         let mut rest = vec![0u8; 4096];
         let n = io.read(&mut rest).await.unwrap();
         assert_eq!(rest[..n], record[4096..]);
-        assert!(io.0.buffer().is_empty());
+        assert!(io.buffered().is_empty());
+        assert_eq!(io.ahead.capacity(), 0, "an idle connection holds no buffer");
 
         // Writes go straight through.
         io.write_all(b"answer").await.unwrap();
