@@ -5,17 +5,21 @@
 # count does not move with other load, so it is the A/B figure for changes
 # to the server. The kernel's share (system calls, loopback) is not counted.
 #
-#   bench/instructions.sh [BINARY ...]   # default: target/release/claimguard
+#   bench/instructions.sh                # nginx, the null server, the engine-only
+#                                        # server and target/release/claimguard
+#   bench/instructions.sh BINARY ...     # claimguard binaries side by side
 #
-# Needs valgrind and wrk (apt-get install valgrind wrk) and the release
-# examples (cargo build --release --examples). PODS (default 10000) sizes the
-# snapshot; SECONDS_EACH (default 10) the counted wrk run per body.
+# nginx (one process: master_process off) answering a fixed body over the
+# same certificate is the outside ceiling, as in bench/run.sh.
+# Needs valgrind, wrk and, for the ceiling, nginx (apt-get install valgrind
+# wrk nginx-light) and the release examples (cargo build --release
+# --examples). PODS (default 10000) sizes the snapshot; SECONDS_EACH
+# (default 10) the counted wrk run per body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PODS=${PODS:-10000}
 SECONDS_EACH=${SECONDS_EACH:-10}
 LOADGEN=target/release/examples/loadgen
-[[ $# -gt 0 ]] || set -- target/release/claimguard
 for tool in valgrind callgrind_control wrk; do
     command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk)" >&2; exit 1; }
 done
@@ -39,27 +43,98 @@ fh:close()
 LUA
 done
 PORT=18471
-for bin in "$@"; do
-    for body in claims noclaims; do
-        rm -f "$WORK"/cg.out*
-        # Instrumentation off through start-up (the snapshot load), on only
-        # for the counted run.
-        valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out" \
-            "$bin" serve --listen "127.0.0.1:$PORT" --tls-cert "$WORK/certs/tls.crt" \
-            --tls-key "$WORK/certs/tls.key" --snapshot "$WORK/cluster.json" >"$WORK/serve.log" 2>&1 &
-        PID=$!
-        for _ in $(seq 120); do grep -q 'serving admission' "$WORK/serve.log" && break; sleep 1; done
-        # Warm-up: connections, allocator pages, lazily built statics.
-        wrk -t1 -c4 -d3s -s "$WORK/$body.lua" "https://127.0.0.1:$PORT/validate" >/dev/null 2>&1
-        callgrind_control -i on "$PID" >/dev/null 2>&1
-        wrk -t1 -c4 -d"${SECONDS_EACH}s" -s "$WORK/$body.lua" "https://127.0.0.1:$PORT/validate" >"$WORK/wrk.out" 2>&1
-        callgrind_control -i off "$PID" >/dev/null 2>&1
-        callgrind_control -d "$PID" >/dev/null 2>&1
-        kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=
-        n=$(awk '/requests in/{print $1}' "$WORK/wrk.out")
-        ins=$(cat "$WORK"/cg.out* | awk '/^totals:/{s+=$2} END{print s+0}')
-        bad=$(awk '/Non-2xx/{print $NF}' "$WORK/wrk.out")
-        printf '%-40s %-8s %6d requests  %8d instructions/request%s\n' "$bin" "$body" "$n" $((ins / n)) "${bad:+  NON-2XX $bad}"
-        PORT=$((PORT + 1))
+wait_up() { # until something accepts connections on port $1
+    for _ in $(seq 1 1200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
     done
+    echo "server on port $1 did not come up" >&2; return 1
+}
+# count LABEL BODY COMMAND...: COMMAND listens on $PORT; prints its
+# user-space instructions per request for the review BODY.
+count() {
+    local label=$1 body=$2
+    shift 2
+    rm -f "$WORK"/cg.out*
+    # Instrumentation off through start-up (the snapshot load), on only for
+    # the counted run.
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out" \
+        "$@" >"$WORK/server.log" 2>&1 &
+    PID=$!
+    wait_up "$PORT"
+    # Warm-up: connections, allocator pages, lazily built statics.
+    wrk -t1 -c4 -d3s -s "$WORK/$body.lua" "https://127.0.0.1:$PORT/validate" >/dev/null 2>&1
+    callgrind_control -i on "$PID" >/dev/null 2>&1
+    wrk -t1 -c4 -d"${SECONDS_EACH}s" -s "$WORK/$body.lua" "https://127.0.0.1:$PORT/validate" >"$WORK/wrk.out" 2>&1
+    callgrind_control -i off "$PID" >/dev/null 2>&1
+    callgrind_control -d "$PID" >/dev/null 2>&1
+    kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=
+    local n ins bad
+    n=$(awk '/requests in/{print $1}' "$WORK/wrk.out")
+    ins=$(cat "$WORK"/cg.out* | awk '/^totals:/{s+=$2} END{print s+0}')
+    bad=$(awk '/Non-2xx/{print $NF}' "$WORK/wrk.out")
+    printf '%-40s %-8s %6d requests  %8d instructions/request%s\n' "$label" "$body" "$n" $((ins / n)) "${bad:+  NON-2XX $bad}"
+    echo "$label $body $((ins / n))" >>"$WORK/results"
+    PORT=$((PORT + 1))
+}
+TLS=(--tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key")
+serve() { # serve BINARY BODY
+    count "$1" "$2" "$1" serve --listen "127.0.0.1:$PORT" "${TLS[@]}" --snapshot "$WORK/cluster.json"
+}
+if [[ $# -gt 0 ]]; then
+    for bin in "$@"; do
+        for body in claims noclaims; do serve "$bin" "$body"; done
+    done
+    exit 0
+fi
+nginx_conf() { # the ceiling on $PORT, as bench/run.sh configures it, one process
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    keepalive_requests 1000000;
+    client_body_buffer_size 64k;
+    server {
+        listen 127.0.0.1:$PORT ssl;
+        ssl_certificate $WORK/certs/tls.crt;
+        ssl_certificate_key $WORK/certs/tls.key;
+        location /validate {
+            default_type application/json;
+            return 200 '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}';
+        }
+    }
+}
+CONF
+}
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+for body in claims noclaims; do
+    if [[ -x "$NGINX" ]]; then
+        nginx_conf
+        count nginx "$body" "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
+    fi
+    count null "$body" "$LOADGEN" --null-server --listen "127.0.0.1:$PORT" "${TLS[@]}"
+    count engine-only "$body" "$LOADGEN" --engine-server --snapshot "$WORK/cluster.json" \
+        --listen "127.0.0.1:$PORT" "${TLS[@]}"
+    serve target/release/claimguard "$body"
 done
+# Instruction ratios, read like the throughput ratios (higher is better for
+# serve): the cheaper server's count over the dearer one's.
+awk '{ k[$1 "/" $2] = $3 }
+     END {
+       s = "target/release/claimguard"
+       if (k["nginx/claims"]) printf "nginx / serve, two-claim review      = %.2f\n", k["nginx/claims"] / k[s "/claims"]
+       printf "engine-only / serve                  = %.2f\n", k["engine-only/claims"] / k[s "/claims"]
+       if (k["nginx/noclaims"]) printf "nginx / serve, claimless pod         = %.2f\n", k["nginx/noclaims"] / k[s "/noclaims"]
+       printf "null / serve, claimless pod          = %.2f\n", k["null/noclaims"] / k[s "/noclaims"]
+     }' "$WORK/results"
