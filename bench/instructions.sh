@@ -17,6 +17,8 @@
 # (default 10) the counted wrk run per body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/nginx_conf.sh
+source bench/nginx_conf.sh
 PODS=${PODS:-10000}
 SECONDS_EACH=${SECONDS_EACH:-10}
 LOADGEN=target/release/examples/loadgen
@@ -87,40 +89,11 @@ if [[ $# -gt 0 ]]; then
     done
     exit 0
 fi
-nginx_conf() { # the ceiling on $PORT, as bench/run.sh configures it, one process
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-daemon off;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    keepalive_requests 1000000;
-    client_body_buffer_size 64k;
-    server {
-        listen 127.0.0.1:$PORT ssl;
-        ssl_certificate $WORK/certs/tls.crt;
-        ssl_certificate_key $WORK/certs/tls.key;
-        location /validate {
-            default_type application/json;
-            return 200 '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}';
-        }
-    }
-}
-CONF
-}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+printf '%s' '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}' >"$WORK/answer.json"
 for body in claims noclaims; do
     if [[ -x "$NGINX" ]]; then
-        nginx_conf
+        nginx_conf "$WORK/nginx" "$PORT" "$WORK/answer.json" single
         count nginx "$body" "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
     fi
     count null "$body" "$LOADGEN" --null-server --listen "127.0.0.1:$PORT" "${TLS[@]}"

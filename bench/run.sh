@@ -16,6 +16,8 @@
 # SKIP_BUILD=1 uses release binaries already built (no criterion).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/nginx_conf.sh
+source bench/nginx_conf.sh
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -130,35 +132,7 @@ if [[ -z "${SKIP_LOAD:-}" ]]; then
         curl -sk -X POST --data-binary @"$WORK/reviews/claims.json" "https://127.0.0.1:$NULL_PORT/validate" >"$NULL_BODY_FILE" 2>/dev/null \
             || printf '%s' '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}' >"$NULL_BODY_FILE"
         NGINX_PORT=$(port)
-        mkdir -p "$WORK/nginx"
-        # One worker per core, like the actix-web servers; a fixed answer to a
-        # POST whose body nginx reads and discards.
-        cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-daemon off;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    keepalive_requests 1000000;
-    client_body_buffer_size 64k;
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl;
-        ssl_certificate $WORK/certs/tls.crt;
-        ssl_certificate_key $WORK/certs/tls.key;
-        location /validate {
-            default_type application/json;
-            return 200 '$(cat "$NULL_BODY_FILE")';
-        }
-    }
-}
-CONF
+        nginx_conf "$WORK/nginx" "$NGINX_PORT" "$NULL_BODY_FILE"
         "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/nginx.log" 2>&1 &
         NGINX_PID=$!
         PIDS+=("$NGINX_PID")

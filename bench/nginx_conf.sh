@@ -1,0 +1,40 @@
+# Sourced by bench/run.sh and bench/instructions.sh: the nginx ceiling's
+# configuration, written in one place so both measure the same server.
+#
+#   nginx_conf DIR PORT ANSWER_FILE [single]
+#
+# writes DIR/nginx.conf: TLS on 127.0.0.1:PORT with DIR/../certs, a fixed
+# answer (the contents of ANSWER_FILE) to POST /validate, whose body nginx
+# reads and discards. One worker per core, like the actix-web servers, or
+# with `single` one process (master_process off) for callgrind.
+nginx_conf() {
+    local dir=$1 port=$2 answer=$3 processes="worker_processes auto;"
+    [[ "${4:-}" == single ]] && processes=$'worker_processes 1;\nmaster_process off;'
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+$processes
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+    client_body_buffer_size 64k;
+    server {
+        listen 127.0.0.1:$port ssl;
+        ssl_certificate $dir/../certs/tls.crt;
+        ssl_certificate_key $dir/../certs/tls.key;
+        location /validate {
+            default_type application/json;
+            return 200 '$(cat "$answer")';
+        }
+    }
+}
+CONF
+}
