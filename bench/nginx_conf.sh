@@ -1,14 +1,15 @@
 # Sourced by bench/run.sh and bench/instructions.sh: the nginx ceiling's
 # configuration, written in one place so both measure the same server.
 #
-#   nginx_conf DIR PORT ANSWER_FILE [single]
+#   nginx_conf DIR PORT ANSWER_FILE [WORKERS|single]
 #
 # writes DIR/nginx.conf: TLS on 127.0.0.1:PORT with DIR/../certs, a fixed
 # answer (the contents of ANSWER_FILE) to POST /validate, whose body nginx
-# reads and discards. One worker per core, like the actix-web servers, or
-# with `single` one process (master_process off) for callgrind.
+# reads and discards. WORKERS worker processes (default `auto`, one per
+# core), as the actix-web servers are given, or with `single` one process
+# (master_process off) for callgrind.
 nginx_conf() {
-    local dir=$1 port=$2 answer=$3 processes="worker_processes auto;"
+    local dir=$1 port=$2 answer=$3 processes="worker_processes ${4:-auto};"
     [[ "${4:-}" == single ]] && processes=$'worker_processes 1;\nmaster_process off;'
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<CONF

@@ -12,6 +12,8 @@
 # and LOADGEN_LOAD=0 to skip the loadgen comparison and run only wrk;
 # TAIL_DELAY_MS (default 4): the below-saturation tail run's random wait
 # before each request, 0..TAIL_DELAY_MS ms per connection;
+# WORKERS (default 1): worker threads of every server under load, nginx's
+# worker processes too (why one: docs/performance.md, "One worker each");
 # PROFILE=debug checks the script with a debug build (figures meaningless);
 # SKIP_BUILD=1 uses release binaries already built (no criterion).
 set -euo pipefail
@@ -23,6 +25,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 PODS=${PODS:-100000}
 ROUNDS=${ROUNDS:-5}
+WORKERS=${WORKERS:-1}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -81,7 +84,7 @@ if [[ -z "${SKIP_LOAD:-}" ]]; then
     }
     rss() { awk '/VmRSS/{printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
     NULL_PORT=$(port)
-    "$LOADGEN" --null-server --listen "127.0.0.1:$NULL_PORT" \
+    "$LOADGEN" --null-server --workers "$WORKERS" --listen "127.0.0.1:$NULL_PORT" \
         --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" >"$WORK/null.log" 2>&1 &
     NULL_PID=$!
     PIDS+=("$NULL_PID")
@@ -92,7 +95,7 @@ if [[ -z "${SKIP_LOAD:-}" ]]; then
     fi
     CG_PORT=$(port)
     START=$(date +%s.%N)
-    $BIN/claimguard serve --listen "127.0.0.1:$CG_PORT" \
+    $BIN/claimguard serve --workers "$WORKERS" --listen "127.0.0.1:$CG_PORT" \
         --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" \
         --snapshot "$WORK/cluster.json" >"$WORK/claimguard.log" 2>&1 &
     CG_PID=$!
@@ -132,13 +135,13 @@ if [[ -z "${SKIP_LOAD:-}" ]]; then
         curl -sk -X POST --data-binary @"$WORK/reviews/claims.json" "https://127.0.0.1:$NULL_PORT/validate" >"$NULL_BODY_FILE" 2>/dev/null \
             || printf '%s' '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}' >"$NULL_BODY_FILE"
         NGINX_PORT=$(port)
-        nginx_conf "$WORK/nginx" "$NGINX_PORT" "$NULL_BODY_FILE"
+        nginx_conf "$WORK/nginx" "$NGINX_PORT" "$NULL_BODY_FILE" "$WORKERS"
         "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/nginx.log" 2>&1 &
         NGINX_PID=$!
         PIDS+=("$NGINX_PID")
         wait_up "$NGINX_PORT"
         ENGINE_PORT=$(port)
-        "$LOADGEN" --engine-server --snapshot "$WORK/cluster.json" --listen "127.0.0.1:$ENGINE_PORT" \
+        "$LOADGEN" --engine-server --workers "$WORKERS" --snapshot "$WORK/cluster.json" --listen "127.0.0.1:$ENGINE_PORT" \
             --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" >"$WORK/engine.log" 2>&1 &
         ENGINE_PID=$!
         PIDS+=("$ENGINE_PID")
@@ -155,6 +158,9 @@ LUA
         # CPU time (clock ticks) of a server: the process and its children
         # (nginx's workers).
         ticks() { local t=0 p; for p in "$1" $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+        # Voluntary context switches of a server's threads (a worker parking
+        # in epoll_wait with nothing to do, mostly).
+        switches() { local p; for p in "$1" $(pgrep -P "$1" || true); do cat /proc/"$p"/task/*/status 2>/dev/null; done | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s+0}'; }
         HZ=$(getconf CLK_TCK)
         # label url body pid
         TARGETS=(
@@ -170,15 +176,17 @@ LUA
             for t in "${TARGETS[@]}"; do
                 read -r label url body pid <<<"$t"
                 before=$(ticks "$pid")
+                sw_before=$(switches "$pid")
                 wrk -t1 -c"$WRK_CONNECTIONS" -d"${WRK_DURATION}s" --latency -s "$WORK/$body.lua" "$url" >"$WORK/wrk.one" 2>&1 || true
                 cpu_s=$(awk -v a="$before" -v b="$(ticks "$pid")" -v hz="$HZ" 'BEGIN { printf "%.3f", (b-a)/hz }')
+                sw=$(($(switches "$pid") - sw_before))
                 # Requests/sec, p99 in ms, non-2xx count.
-                awk -v label="$label" -v round="$round" -v cpu="$cpu_s" -v dur="$WRK_DURATION" '
+                awk -v label="$label" -v round="$round" -v cpu="$cpu_s" -v sw="$sw" -v dur="$WRK_DURATION" '
                     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /[0-9]s$/) return v*1000; if (v ~ /m$/) return v*60000; return v }
                     /Requests\/sec:/ { rps = $2 }
                     /^ +99%/ { p99 = ms($2) }
                     /Non-2xx/ { bad = $NF }
-                    END { printf "WRK label=%s round=%d rps=%.0f p99_ms=%.2f non2xx=%d server_cpu_us=%.1f\n", label, round, rps, p99, bad, (rps > 0 ? cpu * 1e6 / (rps * dur) : 0) }' "$WORK/wrk.one" | tee -a "$WORK/wrk.out"
+                    END { printf "WRK label=%s round=%d rps=%.0f p99_ms=%.2f non2xx=%d server_cpu_us=%.1f switches_per_req=%.3f\n", label, round, rps, p99, bad, (rps > 0 ? cpu * 1e6 / (rps * dur) : 0), (rps > 0 ? sw / (rps * dur) : 0) }' "$WORK/wrk.one" | tee -a "$WORK/wrk.out"
             done
         done
         say "ceiling ratios (mean req/s over the rounds; load average now: $(cut -d' ' -f1-3 /proc/loadavg))"

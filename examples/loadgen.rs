@@ -6,9 +6,9 @@
 //! loadgen --write-reviews DIR                 claims.json (a dry-run pod review using two of the
 //!                                            load's claims) and noclaims.json (a pod CREATE using
 //!                                            none), fixed bodies for wrk (bench/run.sh)
-//! loadgen --null-server --listen ADDR --tls-cert F --tls-key F
+//! loadgen --null-server --listen ADDR --tls-cert F --tls-key F [--workers N]
 //!                                            actix-web + rustls answering a fixed allowed review
-//! loadgen --engine-server --snapshot F --listen ADDR --tls-cert F --tls-key F
+//! loadgen --engine-server --snapshot F --listen ADDR --tls-cert F --tls-key F [--workers N]
 //!                                            the same stack calling claimguard's Engine::review
 //!                                            (a stand-in for `claimguard serve --snapshot`)
 //! loadgen --url https://127.0.0.1:PORT/validate[,URL2] --ca F [--label A[,B]] [--pid P[,P2]]
@@ -61,6 +61,8 @@ struct Args {
     engine_server: bool,
     snapshot: Option<PathBuf>,
     listen: String,
+    /// Worker threads of `--null-server` / `--engine-server` (default: one per CPU).
+    workers: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     url: Option<String>,
@@ -87,6 +89,7 @@ fn parse_args() -> Result<Args> {
         engine_server: false,
         snapshot: None,
         listen: "127.0.0.1:8443".into(),
+        workers: None,
         tls_cert: None,
         tls_key: None,
         url: None,
@@ -113,6 +116,7 @@ fn parse_args() -> Result<Args> {
             "--engine-server" => a.engine_server = true,
             "--snapshot" => a.snapshot = Some(val()?.into()),
             "--listen" => a.listen = val()?,
+            "--workers" => a.workers = Some(val()?.parse().context("--workers N")?),
             "--tls-cert" => a.tls_cert = Some(val()?.into()),
             "--tls-key" => a.tls_key = Some(val()?.into()),
             "--url" => a.url = Some(val()?),
@@ -793,7 +797,9 @@ fn server(args: &Args) -> Result<()> {
         _ => None,
     };
     // The same listener as `claimguard serve` (transport, timeouts, workers).
-    let config = claimguard::server::ServeConfig::new(addr, cert_path.clone(), key_path.clone());
+    let mut config =
+        claimguard::server::ServeConfig::new(addr, cert_path.clone(), key_path.clone());
+    config.workers = args.workers;
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     actix_web::rt::System::new().block_on(async move {

@@ -156,6 +156,10 @@ struct ServeArgs {
     /// Lease write, retries included); past it, onLookupError decides.
     #[arg(long, env = "CLAIMGUARD_RESERVATION_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
     reservation_timeout: Duration,
+    /// Worker threads serving the webhook (default: the CPUs this process
+    /// may use, cgroup quota included).
+    #[arg(long, env = "CLAIMGUARD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -556,6 +560,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
     config.shutdown_grace = args.shutdown_grace;
+    config.workers = args.workers.map(usize::from);
     config.client_ca = args.client_ca.clone();
     config.metrics_listen = args.metrics_listen;
     if let Some(ca) = ca {

@@ -68,6 +68,7 @@ async fn certs_then_serve_completes_a_verified_handshake() {
             .arg(out.join("tls.key"))
             .arg("--snapshot")
             .arg(&snapshot)
+            .args(["--workers", "1"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -165,6 +166,21 @@ fn certs_never_overwrites_without_force_and_prints_every_step() {
         std::fs::read(out.join("ca.crt")).unwrap(),
         ca,
         "CA replaced"
+    );
+}
+
+#[test]
+fn serve_refuses_zero_workers_before_binding() {
+    let out = Command::new(BIN)
+        .args(["serve", "--dev", "--workers", "0"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: invalid value '0' for '--workers <WORKERS>'"),
+        "{err}"
     );
 }
 
