@@ -257,6 +257,52 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     assert_eq!(answers, 50);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_pieces_is_judged_as_a_body_in_one() {
+    // The server keeps a body that arrives in one piece as it came and
+    // gathers one that arrives in several: both must be read whole.
+    let t = TestServer::start(engine(true)).await;
+    let ca = t.ca.pem();
+    let addr = t.addr;
+    let mut body = pod_review("pieces", "pieces-pod", "pieces-claim");
+    // Dry-run: the first answer must not change the cluster the second sees.
+    body["request"]["dryRun"] = true.into();
+    let body = body.to_string();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = raw_tls(&ca, addr);
+        let mut answers = Vec::new();
+        for pieces in [1, 3] {
+            write!(
+                s,
+                "POST /validate HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            s.flush().unwrap();
+            let step = body.len().div_ceil(pieces);
+            for piece in body.as_bytes().chunks(step) {
+                // A flush and a pause: each piece its own TLS record and read.
+                std::thread::sleep(Duration::from_millis(30));
+                s.write_all(piece).unwrap();
+                s.flush().unwrap();
+            }
+            answers.push(read_response(&mut s));
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    for (head, _) in &answers {
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    assert!(
+        answers[0].1.contains("\"uid\":\"pieces\""),
+        "{}",
+        answers[0].1
+    );
+    assert_eq!(answers[0].1, answers[1].1);
+}
+
 /// Reads one HTTP/1.1 response with a Content-Length body.
 fn read_response(
     s: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,

@@ -485,40 +485,52 @@ pub fn response_body(
 
 /// `s` as a JSON string, escaped exactly as `serde_json` escapes it: `"`,
 /// `\\` and the C0 controls (the short forms where JSON has one, else
-/// `\u00xx`); nothing else. Clean 16-byte blocks are copied whole.
+/// `\u00xx`); nothing else. Found sixteen bytes at a time, the clean runs
+/// between them copied whole.
 fn json_string(out: &mut Vec<u8>, s: &str) {
-    let special = |x: u8| (x < 0x20) | (x == b'"') | (x == b'\\');
     let b = s.as_bytes();
+    out.reserve(b.len() + 2);
     out.push(b'"');
     let (mut i, mut copied) = (0, 0);
-    while i < b.len() {
-        if let Some(block) = b.get(i..i + 16) {
-            if !block.iter().fold(false, |hit, &x| hit | special(x)) {
+    loop {
+        let x = if let Some(chunk) = b[i..].first_chunk::<16>() {
+            let bits = super::scan::special_bits(chunk);
+            if bits == 0 {
                 i += 16;
                 continue;
             }
-        }
-        let x = b[i];
-        if special(x) {
-            out.extend_from_slice(&b[copied..i]);
-            match x {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(x >> 4)]);
-                    out.push(HEX[usize::from(x & 0xf)]);
+            i += bits.trailing_zeros() as usize;
+            b[i]
+        } else {
+            match b[i..]
+                .iter()
+                .position(|&x| x < 0x20 || x == b'"' || x == b'\\')
+            {
+                Some(k) => {
+                    i += k;
+                    b[i]
                 }
+                None => break,
             }
-            copied = i + 1;
+        };
+        out.extend_from_slice(&b[copied..i]);
+        match x {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(x >> 4)]);
+                out.push(HEX[usize::from(x & 0xf)]);
+            }
         }
         i += 1;
+        copied = i;
     }
     out.extend_from_slice(&b[copied..]);
     out.push(b'"');

@@ -706,6 +706,20 @@ impl<'t, 'b> Scan<'t, 'b> {
     /// own stack rather than `object`/`array` recursion: this is where the
     /// scan spends most of its time (managedFields, env, probes).
     fn value(&mut self, depth: usize) -> Option<()> {
+        // The walk runs on a copy of the cursor, written back once at the
+        // end: stepping `self.i` itself kept a store to memory in every step.
+        let mut s = Scan {
+            text: self.text,
+            b: self.b,
+            i: self.i,
+        };
+        s.skip_value(depth)?;
+        self.i = s.i;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
         // A stack of the open containers' kinds, one bit each (1: object),
         // the innermost lowest; `MAX_DEPTH` < 128 keeps it in one word.
         const _: () = assert!(MAX_DEPTH < 128);
@@ -831,7 +845,8 @@ impl<'t, 'b> Scan<'t, 'b> {
 
     /// A raw string already read (a key), escapes undone.
     fn owned_of(&self, raw: &'b [u8]) -> Option<String> {
-        if raw.contains(&b'\\') {
+        // Keys are short: a plain loop beats memchr's setup.
+        if raw.iter().any(|&c| c == b'\\') {
             return unescape(raw);
         }
         self.text_of(raw).map(str::to_owned)
@@ -947,8 +962,8 @@ impl<'t, 'b> Scan<'t, 'b> {
 }
 
 /// The index of the first `"`, `\` or control byte (< 0x20) at or after
-/// `i` in `b`. Sixteen bytes at a time with SSE2 (part of every x86_64);
-/// strings in a pod average about 13 bytes.
+/// `i` in `b`, sixteen bytes at a time; strings in a pod average about 13
+/// bytes.
 ///
 /// # Safety
 ///
@@ -956,37 +971,44 @@ impl<'t, 'b> Scan<'t, 'b> {
 /// it (a padded body: the zero byte after it).
 #[inline(always)]
 unsafe fn special_from(b: &[u8], mut i: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
     loop {
-        use std::arch::x86_64::*;
         debug_assert!(i + 16 <= b.len());
         // SAFETY: a chunk with no special byte lies before the first one,
         // which has 15 readable bytes after it, so every chunk read is
-        // inside `b` (the caller's promise); the load is unaligned and SSE2
-        // is always enabled on x86_64.
-        let hits = unsafe {
-            let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
+        // inside `b` (the caller's promise).
+        let hits = special_bits(unsafe { &*b.as_ptr().add(i).cast::<[u8; 16]>() });
+        if hits != 0 {
+            return i + hits.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+}
+
+/// One bit per byte of `chunk` (the lowest for its first) that is `"`, `\`
+/// or a control byte (< 0x20): the bytes a JSON string cannot hold as they
+/// are. SSE2, part of every x86_64.
+#[inline(always)]
+pub(super) fn special_bits(chunk: &[u8; 16]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: the load reads the 16 bytes of `chunk` (unaligned), and
+        // SSE2 is always enabled on x86_64.
+        unsafe {
+            let x = _mm_loadu_si128(chunk.as_ptr().cast());
             let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
             let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
             // max(x, 0x1f) == 0x1f exactly for the bytes 0x00..=0x1f.
             let low = _mm_set1_epi8(0x1f);
             let control = _mm_cmpeq_epi8(_mm_max_epu8(x, low), low);
             _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
-        };
-        if hits != 0 {
-            return i + hits.trailing_zeros() as usize;
         }
-        i += 16;
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        while let Some(&c) = b.get(i) {
-            if c == b'"' || c == b'\\' || c < 0x20 {
-                return i;
-            }
-            i += 1;
-        }
-        i
+        chunk.iter().enumerate().fold(0, |bits, (k, &c)| {
+            bits | (u32::from(c == b'"' || c == b'\\' || c < 0x20) << k)
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +22,11 @@ struct RequestLabels {
     allowed: &'static str,
 }
 
+/// Kinds with a name of their own; then "unknown" and "other".
+const KINDS: usize = crate::objects::Kind::CronJob as usize + 1;
+/// Every (kind, operation, allowed) `Metrics::request` can count.
+const REQUEST_LABEL_SETS: usize = (KINDS + 2) * 6 * 5;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ViolationLabels {
     rule: &'static str,
@@ -38,6 +43,8 @@ struct ResultLabels {
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
+    /// `requests`' counters by label set, filled as label sets are first used.
+    request_counters: Box<[OnceLock<Counter>]>,
     duration: Histogram,
     violations: Family<ViolationLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
@@ -101,6 +108,7 @@ impl Metrics {
         Self {
             registry: Mutex::new(registry),
             requests,
+            request_counters: (0..REQUEST_LABEL_SETS).map(|_| OnceLock::new()).collect(),
             duration,
             violations,
             tls_reloads,
@@ -130,31 +138,33 @@ impl Metrics {
     /// client-controlled text, and a label set that grows with every new
     /// string is a memory leak anyone who reaches the Service can drive.
     pub fn request(&self, kind: &str, operation: &str, allowed: &str) {
-        let kind = match crate::objects::Kind::from_kind_name(kind) {
-            Some(k) => k.as_str(),
-            None if kind == "unknown" => "unknown",
-            None => "other",
+        const OPERATIONS: [&str; 6] = ["CREATE", "UPDATE", "DELETE", "CONNECT", "unknown", "other"];
+        const VERDICTS: [&str; 5] = ["true", "false", "error", "unauthenticated", "other"];
+        let (k, kind) = match crate::objects::Kind::from_kind_name(kind) {
+            Some(k) => (k as usize, k.as_str()),
+            None if kind == "unknown" => (KINDS, "unknown"),
+            None => (KINDS + 1, "other"),
         };
-        let operation = match operation {
-            "CREATE" => "CREATE",
-            "UPDATE" => "UPDATE",
-            "DELETE" => "DELETE",
-            "CONNECT" => "CONNECT",
-            "unknown" => "unknown",
-            _ => "other",
-        };
-        let allowed = match allowed {
-            "true" => "true",
-            "false" => "false",
-            "error" => "error",
-            "unauthenticated" => "unauthenticated",
-            _ => "other",
-        };
-        self.requests
-            .get_or_create(&RequestLabels {
-                kind,
-                operation,
-                allowed,
+        let o = OPERATIONS[..4]
+            .iter()
+            .position(|&op| op == operation)
+            .unwrap_or(if operation == "unknown" { 4 } else { 5 });
+        let a = VERDICTS[..4]
+            .iter()
+            .position(|&v| v == allowed)
+            .unwrap_or(4);
+        // The family's own look-up hashes the label set (SipHash) under a
+        // lock on every request: each label set's counter is looked up
+        // once and kept (a clone shares the count).
+        self.request_counters[(k * OPERATIONS.len() + o) * VERDICTS.len() + a]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        kind,
+                        operation: OPERATIONS[o],
+                        allowed: VERDICTS[a],
+                    })
+                    .clone()
             })
             .inc();
     }
@@ -235,6 +245,60 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn every_label_set_counts_into_its_own_series() {
+        let m = Metrics::new();
+        let kinds = [
+            "Pod",
+            "PersistentVolumeClaim",
+            "PersistentVolume",
+            "StorageClass",
+            "Namespace",
+            "Node",
+            "Deployment",
+            "ReplicaSet",
+            "ReplicationController",
+            "StatefulSet",
+            "DaemonSet",
+            "Job",
+            "CronJob",
+            "unknown",
+            "Widget",
+        ];
+        let operations = ["CREATE", "UPDATE", "DELETE", "CONNECT", "unknown", "PATCH"];
+        let verdicts = ["true", "false", "error", "unauthenticated", "maybe"];
+        // Each combination a different number of times: a counter shared
+        // by two label sets would show their sum.
+        let mut n = 0;
+        for kind in kinds {
+            for op in operations {
+                for v in verdicts {
+                    n += 1;
+                    for _ in 0..n {
+                        m.request(kind, op, v);
+                    }
+                }
+            }
+        }
+        let text = m.encode();
+        let mut n = 0;
+        for kind in kinds {
+            let kind = if kind == "Widget" { "other" } else { kind };
+            for op in operations {
+                let op = if op == "PATCH" { "other" } else { op };
+                for v in verdicts {
+                    let v = if v == "maybe" { "other" } else { v };
+                    n += 1;
+                    let line = format!(
+                        r#"claimguard_admission_requests_total{{kind="{kind}",operation="{op}",allowed="{v}"}} {n}"#
+                    );
+                    assert!(text.contains(&line), "missing {line:?}");
+                }
+            }
+        }
+        assert_eq!(n, REQUEST_LABEL_SETS);
     }
 
     #[test]

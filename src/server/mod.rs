@@ -358,7 +358,7 @@ async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     state: &AppState,
-) -> Result<Vec<u8>, BodyError> {
+) -> Result<web::Bytes, BodyError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -367,16 +367,14 @@ async fn read_body(
     if declared.is_some_and(|n| n > state.max_body) {
         return Err(BodyError::TooLarge);
     }
-    // Trust a declared length only so far: a client that announces 4 MiB and
-    // then stalls should not pin 4 MiB per connection.
-    let mut body = Vec::with_capacity(declared.unwrap_or(8 * 1024).min(256 * 1024));
-    let take = |body: &mut Vec<u8>, chunk: Result<web::Bytes, _>| {
+    let mut body = Body::default();
+    let take = |body: &mut Body, chunk: Result<web::Bytes, _>| {
         let chunk =
             chunk.map_err(|e: actix_web::error::PayloadError| BodyError::Read(e.to_string()))?;
         if body.len() + chunk.len() > state.max_body {
             return Err(BodyError::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        body.push(chunk, declared);
         Ok(())
     };
     // A review's body has nearly always arrived with its head (one TLS
@@ -384,7 +382,7 @@ async fn read_body(
     loop {
         match payload.next().now_or_never() {
             Some(Some(chunk)) => take(&mut body, chunk)?,
-            Some(None) => return Ok(body),
+            Some(None) => return Ok(body.into_bytes()),
             None => break,
         }
     }
@@ -397,9 +395,44 @@ async fn read_body(
     // The head timeout does not cover the body: a client that sends headers
     // and then stalls would otherwise hold a worker slot indefinitely.
     match tokio::time::timeout(state.body_timeout, read).await {
-        Ok(Ok(())) => Ok(body),
+        Ok(Ok(())) => Ok(body.into_bytes()),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(BodyError::Timeout),
+    }
+}
+
+/// A body being read: a lone chunk is kept as it came (no copy: a review
+/// nearly always arrives in one), later chunks are gathered into a copy.
+#[derive(Default)]
+struct Body {
+    whole: Option<web::Bytes>,
+    gathered: Vec<u8>,
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        self.whole.as_ref().map_or(0, |b| b.len()) + self.gathered.len()
+    }
+
+    fn push(&mut self, chunk: web::Bytes, declared: Option<usize>) {
+        if self.whole.is_none() && self.gathered.is_empty() {
+            self.whole = Some(chunk);
+            return;
+        }
+        if let Some(first) = self.whole.take() {
+            // Trust a declared length only so far: a client that announces
+            // 4 MiB and then trickles should not pin 4 MiB per connection.
+            let expected = declared.unwrap_or(0).min(256 * 1024);
+            self.gathered
+                .reserve(expected.max(first.len() + chunk.len()));
+            self.gathered.extend_from_slice(&first);
+        }
+        self.gathered.extend_from_slice(&chunk);
+    }
+
+    fn into_bytes(self) -> web::Bytes {
+        self.whole
+            .unwrap_or_else(|| web::Bytes::from(self.gathered))
     }
 }
 
