@@ -52,10 +52,25 @@ impl<S: Subscriber> Layer<S> for DecisionLines {
         line.push(' ');
         line.push_str(meta.target());
         line.push_str(": ");
+        // Values are written as they are, then the whole line is checked
+        // once: a clean line (the usual case) is then clean in every value.
+        // Only otherwise is it written again, each value sanitized.
+        let values = line.len();
         event.record(&mut Fields {
             line: &mut line,
             first: true,
+            sanitize: false,
         });
+        if crate::policy::message::has_control_byte(&line.as_bytes()[values..]) {
+            // A superset of what sanitizing rewrites (any C0 byte, DEL, a C1
+            // lead byte): the second pass decides value by value.
+            line.truncate(values);
+            event.record(&mut Fields {
+                line: &mut line,
+                first: true,
+                sanitize: true,
+            });
+        }
         line.push('\n');
         self.out.append(line.as_bytes());
     }
@@ -76,6 +91,8 @@ fn level(l: &Level) -> &'static str {
 struct Fields<'a> {
     line: &'a mut String,
     first: bool,
+    /// Rewrite what the sanitizing rewrites in each value.
+    sanitize: bool,
 }
 
 impl Visit for Fields<'_> {
@@ -91,7 +108,7 @@ impl Visit for Fields<'_> {
         let from = self.line.len();
         // Writing to a String cannot fail.
         let _ = write!(self.line, "{value:?}");
-        if needs_escaping(&self.line.as_bytes()[from..]) {
+        if self.sanitize && needs_escaping(&self.line.as_bytes()[from..]) {
             let raw = self.line.split_off(from);
             escape_into(&raw, self.line);
         }
