@@ -12,22 +12,42 @@ const MAX_LISTED: usize = 3;
 
 /// `default/pod-a on node worker-1` or `default/pod-a (not scheduled yet)`.
 pub fn pod_at(c: &Consumer<'_>) -> String {
+    let mut out = String::new();
+    push_pod_at(&mut out, c);
+    out
+}
+
+fn push_pod_at(out: &mut String, c: &Consumer<'_>) {
+    out.push_str(c.namespace);
+    out.push('/');
+    out.push_str(c.name);
     match c.node {
-        Some(n) => format!("{}/{} on node {n}", c.namespace, c.name),
-        None => format!("{}/{} (not scheduled yet)", c.namespace, c.name),
+        Some(n) => {
+            out.push_str(" on node ");
+            out.push_str(n);
+        }
+        None => out.push_str(" (not scheduled yet)"),
     }
 }
 
 /// `pod default/a on node n1` / `pods default/a on node n1, default/b on node n2 and 3 more`.
+/// Built in one string: a message per finding is on every warned review's path.
 pub fn pods_at(cs: &[Consumer<'_>]) -> String {
-    let listed: Vec<String> = cs.iter().take(MAX_LISTED).map(pod_at).collect();
-    let more = cs.len().saturating_sub(MAX_LISTED);
-    let noun = if cs.len() == 1 { "pod" } else { "pods" };
-    if more > 0 {
-        format!("{noun} {} and {more} more", listed.join(", "))
-    } else {
-        format!("{noun} {}", listed.join(", "))
+    let mut out = String::with_capacity(96);
+    out.push_str(if cs.len() == 1 { "pod " } else { "pods " });
+    for (i, c) in cs.iter().take(MAX_LISTED).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push_pod_at(&mut out, c);
     }
+    let more = cs.len().saturating_sub(MAX_LISTED);
+    if more > 0 {
+        out.push_str(" and ");
+        out.push_str(&more.to_string());
+        out.push_str(" more");
+    }
+    out
 }
 
 /// Cut a warning to what the API server passes through, on a char boundary,
@@ -174,7 +194,11 @@ mod tests {
             .iter()
             .map(|n| c(n, None))
             .collect();
-        assert!(pods_at(&many).ends_with("and 2 more"));
+        assert_eq!(
+            pods_at(&many),
+            "pods default/a (not scheduled yet), default/b (not scheduled yet), default/c (not scheduled yet) and 2 more"
+        );
+        assert_eq!(pod_at(&c("a", Some("n1"))), "default/a on node n1");
     }
 
     #[test]
