@@ -24,8 +24,11 @@ struct RequestLabels {
 
 /// Kinds with a name of their own; then "unknown" and "other".
 const KINDS: usize = crate::objects::Kind::CronJob as usize + 1;
+/// The `operation` and `allowed` labels `Metrics::request` writes.
+const OPERATIONS: [&str; 6] = ["CREATE", "UPDATE", "DELETE", "CONNECT", "unknown", "other"];
+const VERDICTS: [&str; 5] = ["true", "false", "error", "unauthenticated", "other"];
 /// Every (kind, operation, allowed) `Metrics::request` can count.
-const REQUEST_LABEL_SETS: usize = (KINDS + 2) * 6 * 5;
+const REQUEST_LABEL_SETS: usize = (KINDS + 2) * OPERATIONS.len() * VERDICTS.len();
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ViolationLabels {
@@ -138,21 +141,20 @@ impl Metrics {
     /// client-controlled text, and a label set that grows with every new
     /// string is a memory leak anyone who reaches the Service can drive.
     pub fn request(&self, kind: &str, operation: &str, allowed: &str) {
-        const OPERATIONS: [&str; 6] = ["CREATE", "UPDATE", "DELETE", "CONNECT", "unknown", "other"];
-        const VERDICTS: [&str; 5] = ["true", "false", "error", "unauthenticated", "other"];
         let (k, kind) = match crate::objects::Kind::from_kind_name(kind) {
             Some(k) => (k as usize, k.as_str()),
             None if kind == "unknown" => (KINDS, "unknown"),
             None => (KINDS + 1, "other"),
         };
-        let o = OPERATIONS[..4]
+        // Anything not in the lists counts as their last entry, "other".
+        let o = OPERATIONS
             .iter()
             .position(|&op| op == operation)
-            .unwrap_or(if operation == "unknown" { 4 } else { 5 });
-        let a = VERDICTS[..4]
+            .unwrap_or(OPERATIONS.len() - 1);
+        let a = VERDICTS
             .iter()
             .position(|&v| v == allowed)
-            .unwrap_or(4);
+            .unwrap_or(VERDICTS.len() - 1);
         // The family's own look-up hashes the label set (SipHash) under a
         // lock on every request: each label set's counter is looked up
         // once and kept (a clone shares the count).
