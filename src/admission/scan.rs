@@ -1141,6 +1141,11 @@ mod tests {
                 r#""labels":null,"deletionTimestamp":"2026-01-01T00:00:00Z","resourceVersion":null"#,
             ),
             (
+                r#""labels":{"a":"b"}"#,
+                // Unsorted, with duplicates: the last of each key wins.
+                r#""labels":{"z":"1","a":"2","m":"3","a":"4","z":"5"}"#,
+            ),
+            (
                 r#""uid":"p-1""#,
                 r#""uid":null,"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"w","uid":"o","controller":true,"blockOwnerDeletion":true},{"kind":"X","controller":null}]"#,
             ),
