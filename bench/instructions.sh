@@ -17,8 +17,8 @@
 # (default 10) the counted wrk run per body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=bench/nginx_conf.sh
-source bench/nginx_conf.sh
+# shellcheck source=bench/ceiling.sh
+source bench/ceiling.sh
 PODS=${PODS:-10000}
 SECONDS_EACH=${SECONDS_EACH:-10}
 LOADGEN=target/release/examples/loadgen
@@ -35,15 +35,7 @@ trap cleanup EXIT
 "$LOADGEN" --write-certs "$WORK/certs" >/dev/null
 "$LOADGEN" --write-snapshot "$WORK/cluster.json" --pods "$PODS" >/dev/null
 "$LOADGEN" --write-reviews "$WORK/reviews" >/dev/null
-for f in claims noclaims; do
-    cat >"$WORK/$f.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local fh = io.open("$WORK/reviews/$f.json", "rb")
-wrk.body = fh:read("*a")
-fh:close()
-LUA
-done
+wrk_scripts "$WORK"
 PORT=18471
 wait_up() { # until something accepts connections on port $1
     for _ in $(seq 1 1200); do

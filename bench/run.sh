@@ -18,8 +18,8 @@
 # SKIP_BUILD=1 uses release binaries already built (no criterion).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=bench/nginx_conf.sh
-source bench/nginx_conf.sh
+# shellcheck source=bench/ceiling.sh
+source bench/ceiling.sh
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -146,15 +146,7 @@ if [[ -z "${SKIP_LOAD:-}" ]]; then
         ENGINE_PID=$!
         PIDS+=("$ENGINE_PID")
         wait_up "$ENGINE_PORT"
-        for f in claims noclaims; do
-            cat >"$WORK/$f.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local fh = io.open("$WORK/reviews/$f.json", "rb")
-wrk.body = fh:read("*a")
-fh:close()
-LUA
-        done
+        wrk_scripts "$WORK"
         # CPU time (clock ticks) of a server: the process and its children
         # (nginx's workers).
         ticks() { local t=0 p; for p in "$1" $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }

@@ -1,5 +1,5 @@
-# Sourced by bench/run.sh and bench/instructions.sh: the nginx ceiling's
-# configuration, written in one place so both measure the same server.
+# Sourced by bench/run.sh and bench/instructions.sh: what both need to load
+# servers with wrk, written in one place so both measure the same things.
 #
 #   nginx_conf DIR PORT ANSWER_FILE [WORKERS|single]
 #
@@ -38,4 +38,20 @@ http {
     }
 }
 CONF
+}
+
+# wrk_scripts DIR: DIR/claims.lua and DIR/noclaims.lua, wrk scripts that POST
+# DIR/reviews/claims.json and DIR/reviews/noclaims.json (from loadgen
+# --write-reviews DIR/reviews).
+wrk_scripts() {
+    local dir=$1 f
+    for f in claims noclaims; do
+        cat >"$dir/$f.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local fh = io.open("$dir/reviews/$f.json", "rb")
+wrk.body = fh:read("*a")
+fh:close()
+LUA
+    done
 }
