@@ -78,9 +78,129 @@ where
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Pod {
+    /// As a pod keeps it: no labels, and only the annotations under
+    /// [`POD_ANNOTATION_PREFIX`] (see [`pod_meta`]).
+    #[serde(deserialize_with = "pod_meta")]
     pub metadata: ObjectMeta,
     pub spec: Option<PodSpec>,
     pub status: Option<PodStatus>,
+}
+
+/// The prefix of every pod annotation a rule reads
+/// (`claimguard.io/allow-shared-writers`, `claimguard.io/colocate`).
+pub const POD_ANNOTATION_PREFIX: &str = "claimguard.io/";
+
+/// A pod's metadata without what no rule reads: its labels (an app's pods
+/// carry half a dozen) and every annotation outside
+/// [`POD_ANNOTATION_PREFIX`]. Building those maps was ~12 % of a review's
+/// instructions (docs/performance.md), and the index and the snapshot loader
+/// read pods by the hundred thousand. Skipped labels are not type-checked;
+/// skipped annotations are still checked to be strings, as before.
+fn pod_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct PodMeta {
+        name: String,
+        generate_name: String,
+        namespace: Option<String>,
+        uid: Option<String>,
+        #[serde(deserialize_with = "kept_annotations")]
+        annotations: BTreeMap<String, String>,
+        deletion_timestamp: Option<String>,
+        resource_version: Option<String>,
+        #[serde(deserialize_with = "null_as_default")]
+        owner_references: Vec<OwnerReference>,
+    }
+    let m = PodMeta::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        generate_name: m.generate_name,
+        namespace: m.namespace,
+        uid: m.uid,
+        labels: BTreeMap::new(),
+        annotations: m.annotations,
+        deletion_timestamp: m.deletion_timestamp,
+        resource_version: m.resource_version,
+        owner_references: m.owner_references,
+    })
+}
+
+/// `map<string, string>` (`null` as empty) keeping only the keys under
+/// [`POD_ANNOTATION_PREFIX`]; the other values are checked to be strings
+/// and dropped without being copied.
+fn kept_annotations<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::{MapAccess, Visitor};
+    use std::fmt;
+
+    /// A key: `Some` (owned) when it is kept.
+    struct Key(Option<String>);
+    /// A string value read and dropped.
+    struct Dropped;
+    struct Map;
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+                    Ok(Key(v
+                        .starts_with(POD_ANNOTATION_PREFIX)
+                        .then(|| v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    impl<'de> Deserialize<'de> for Dropped {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Dropped;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Dropped, E> {
+                    Ok(Dropped)
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    impl<'de> Visitor<'de> for Map {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(Key(key)) = m.next_key()? {
+                match key {
+                    Some(key) => {
+                        out.insert(key, m.next_value()?);
+                    }
+                    None => {
+                        m.next_value::<Dropped>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    struct Kept(BTreeMap<String, String>);
+    impl<'de> Deserialize<'de> for Kept {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(Map).map(Kept)
+        }
+    }
+    Ok(Option::<Kept>::deserialize(d)?
+        .map(|k| k.0)
+        .unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -561,6 +681,47 @@ impl Object {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_keeps_only_the_metadata_a_rule_reads() {
+        for read in [
+            crate::policy::ALLOW_SHARED_WRITERS,
+            crate::cluster::COLOCATE_LABEL,
+        ] {
+            assert!(read.starts_with(POD_ANNOTATION_PREFIX), "{read}");
+        }
+        let json = r#"{"metadata":{"name":"p","labels":{"app":"web","n":1},
+            "annotations":{"claimguard.io/colocate":"true","claimguard.io\/allow-shared-writers":"true",
+                           "prometheus.io/port":"8080"},
+            "ownerReferences":[{"kind":"ReplicaSet","name":"rs","controller":true}]}}"#;
+        let pod: Pod = serde_json::from_str(json).unwrap();
+        assert!(pod.metadata.labels.is_empty());
+        assert_eq!(
+            pod.metadata.annotations.keys().collect::<Vec<_>>(),
+            [
+                "claimguard.io/allow-shared-writers",
+                "claimguard.io/colocate"
+            ]
+        );
+        assert_eq!(pod.metadata.owner_references[0].name, "rs");
+        // YAML, as `check` reads manifests.
+        let yaml = "metadata:\n  name: p\n  labels: {app: web}\n  annotations:\n    claimguard.io/colocate: \"true\"\n    other: x\n";
+        let pod: Pod = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(pod.metadata.annotations.len(), 1);
+        let empty: Pod = serde_json::from_str(r#"{"metadata":{"annotations":null}}"#).unwrap();
+        assert!(empty.metadata.annotations.is_empty());
+        // A dropped annotation is still checked to be a string.
+        for bad in [r#"{"other":1}"#, r#"{"claimguard.io/colocate":true}"#, "[]"] {
+            let json = format!(r#"{{"metadata":{{"annotations":{bad}}}}}"#);
+            assert!(serde_json::from_str::<Pod>(&json).is_err(), "{json}");
+        }
+        // Other kinds keep their labels: namespaces and nodes are read by them.
+        let ns: Namespace = serde_json::from_str(
+            r#"{"metadata":{"name":"n","labels":{"claimguard.io/mode":"audit"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(ns.metadata.labels.len(), 1);
+    }
 
     #[test]
     fn kind_from_api_version() {

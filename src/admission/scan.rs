@@ -290,15 +290,15 @@ mod typed {
 
     fn meta(s: &mut Scan<'_, '_>, d: usize) -> Option<ObjectMeta> {
         let (mut name, mut generate_name, mut namespace, mut uid) = (None, None, None, None);
-        let (mut labels, mut annotations, mut deletion, mut version, mut owners) =
-            (None, None, None, None, None);
+        let (mut annotations, mut deletion, mut version, mut owners) = (None, None, None, None);
         s.object(d, |s, key| match key {
             b"name" => set(&mut name, s.owned()?),
             b"generateName" => set(&mut generate_name, s.owned()?),
             b"namespace" => set(&mut namespace, s.opt_owned()?),
             b"uid" => set(&mut uid, s.opt_owned()?),
-            b"labels" => set(&mut labels, string_map(s, d + 1)?),
-            b"annotations" => set(&mut annotations, string_map(s, d + 1)?),
+            // A pod keeps no labels (`objects::pod_meta`): skipped as serde
+            // skips an unknown field, duplicates and any type included.
+            b"annotations" => set(&mut annotations, kept_annotations(s, d + 1)?),
             b"deletionTimestamp" => set(&mut deletion, s.opt_owned()?),
             b"resourceVersion" => set(&mut version, s.opt_owned()?),
             b"ownerReferences" => set(&mut owners, s.list(d + 1, |s| owner(s, d + 2))?),
@@ -309,7 +309,7 @@ mod typed {
             generate_name: generate_name.unwrap_or_default(),
             namespace: namespace.flatten(),
             uid: uid.flatten(),
-            labels: labels.unwrap_or_default(),
+            labels: BTreeMap::new(),
             annotations: annotations.unwrap_or_default(),
             deletion_timestamp: deletion.flatten(),
             resource_version: version.flatten(),
@@ -335,6 +335,29 @@ mod typed {
             uid: uid.unwrap_or_default(),
             controller: controller.flatten(),
         })
+    }
+
+    /// The annotations a pod keeps (`objects::pod_meta`): those under
+    /// `POD_ANNOTATION_PREFIX`, `null` as empty; the others must be strings
+    /// and are not copied.
+    fn kept_annotations(s: &mut Scan<'_, '_>, d: usize) -> Option<BTreeMap<String, String>> {
+        let mut map = BTreeMap::new();
+        if s.null() {
+            return Some(map);
+        }
+        let prefix = POD_ANNOTATION_PREFIX.as_bytes();
+        s.object(d, |s, key| {
+            // An escaped key may unescape into the prefix: read it whole.
+            if key.starts_with(prefix) || key.iter().any(|&c| c == b'\\') {
+                let key = s.owned_of(key)?;
+                if key.starts_with(POD_ANNOTATION_PREFIX) {
+                    map.insert(key, s.owned()?);
+                    return Some(());
+                }
+            }
+            s.raw_string().map(drop)
+        })?;
+        Some(map)
     }
 
     /// `map<string, string>`, `null` as empty.
@@ -1024,7 +1047,7 @@ mod tests {
         )
     }
 
-    const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-1","namespace":"default","uid":"p-1","labels":{"a":"b"},"annotations":{"x":"{\"k\":\"v\\n\"}"},"managedFields":[{"manager":"kubectl","time":"2026-11-21T20:31:07Z","fieldsV1":{"f:spec":{"f:containers":{"k:{\"name\":\"c\"}":{".":{}}}}}}]},"spec":{"containers":[{"name":"c","image":"nginx","ports":[{"containerPort":80}],"resources":{"limits":{"cpu":"500m"}},"env":[{"name":"RATIO","value":"-0.5e+3"}]}],"volumes":[{"name":"t","emptyDir":{}}],"priority":0,"terminationGracePeriodSeconds":30}}"#;
+    const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-1","namespace":"default","uid":"p-1","labels":{"a":"b"},"annotations":{"claimguard.io/x":"{\"k\":\"v\\n\"}","prometheus.io/port":"8080"},"managedFields":[{"manager":"kubectl","time":"2026-11-21T20:31:07Z","fieldsV1":{"f:spec":{"f:containers":{"k:{\"name\":\"c\"}":{".":{}}}}}}]},"spec":{"containers":[{"name":"c","image":"nginx","ports":[{"containerPort":80}],"resources":{"limits":{"cpu":"500m"}},"env":[{"name":"RATIO","value":"-0.5e+3"}]}],"volumes":[{"name":"t","emptyDir":{}}],"priority":0,"terminationGracePeriodSeconds":30}}"#;
 
     #[test]
     fn reads_a_pod_creation() {
@@ -1106,7 +1129,10 @@ mod tests {
         let Some(Object::Pod(p)) = &r.object else {
             panic!("no pod")
         };
-        assert_eq!(p.metadata.annotations["x"], r#"{"k":"v\n"}"#);
+        assert_eq!(p.metadata.annotations["claimguard.io/x"], r#"{"k":"v\n"}"#);
+        // A pod keeps no labels and no annotation outside claimguard.io/.
+        assert!(p.metadata.labels.is_empty());
+        assert_eq!(p.metadata.annotations.len(), 1);
         assert!(same_as_serde(body.as_bytes()));
         // Whitespace where JSON allows it.
         let spaced = format!(
@@ -1135,6 +1161,17 @@ mod tests {
             (
                 r#""a":"b""#,
                 r#""a":"persistentVolumeClaim ephemeral","c\"d":"e\\f""#,
+            ),
+            (
+                r#""prometheus.io/port":"8080""#,
+                // Escaped keys: one unescapes into the kept prefix.
+                r#""claimguard.io\/e":"v","c\"d":"e\\f","claimguard.io/x":"last wins""#,
+            ),
+            (r#""annotations":{"#, r#""annotations":null,"x":{"#),
+            // Labels are skipped, whatever they hold, as serde skips them.
+            (
+                r#""labels":{"a":"b"}"#,
+                r#""labels":{"a":1},"labels":[null]"#,
             ),
             (
                 r#""labels":{"a":"b"}"#,
@@ -1192,7 +1229,12 @@ mod tests {
                 r#""emptyDir":{}"#,
                 r#""persistentVolumeClaim":{"claimName":"d","readOnly":"yes"}"#,
             ),
-            (r#""labels":{"a":"b"}"#, r#""labels":{"a":1}"#),
+            (r#""annotations":{"#, r#""annotations":{"other":1,"#),
+            (
+                r#""annotations":{"#,
+                r#""annotations":{"claimguard.io/x":[],"#,
+            ),
+            (r#""annotations":{"#, r#""annotations":"x","x":{"#),
             (r#""containers":["#, r#""containers":"x","c":["#),
             (
                 r#""name":"c","image""#,
