@@ -348,7 +348,7 @@ mod typed {
         let prefix = POD_ANNOTATION_PREFIX.as_bytes();
         s.object(d, |s, key| {
             // An escaped key may unescape into the prefix: read it whole.
-            if key.starts_with(prefix) || key.iter().any(|&c| c == b'\\') {
+            if key.starts_with(prefix) || super::has_escape(key) {
                 let key = s.owned_of(key)?;
                 if key.starts_with(POD_ANNOTATION_PREFIX) {
                     map.insert(key, s.owned()?);
@@ -530,6 +530,13 @@ mod typed {
             values: values.unwrap_or_default(),
         })
     }
+}
+
+/// Whether a raw string (a key) holds an escape.
+// `contains` goes through memchr, whose setup costs more than a key is long.
+#[allow(clippy::manual_contains)]
+fn has_escape(raw: &[u8]) -> bool {
+    raw.iter().any(|&c| c == b'\\')
 }
 
 /// A raw string's text with its (simple) escapes undone; `\u` never gets
@@ -867,10 +874,8 @@ impl<'t, 'b> Scan<'t, 'b> {
     }
 
     /// A raw string already read (a key), escapes undone.
-    // `contains` goes through memchr, whose setup costs more than a key is long.
-    #[allow(clippy::manual_contains)]
     fn owned_of(&self, raw: &'b [u8]) -> Option<String> {
-        if raw.iter().any(|&c| c == b'\\') {
+        if has_escape(raw) {
             return unescape(raw);
         }
         self.text_of(raw).map(str::to_owned)
