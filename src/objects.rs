@@ -19,11 +19,13 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// Always empty for a [`Pod`]: no rule reads a pod's labels.
     #[serde(
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "null_as_default"
     )]
     pub labels: BTreeMap<String, String>,
+    /// For a [`Pod`], only those under [`POD_ANNOTATION_PREFIX`].
     #[serde(
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "null_as_default"
