@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 // The same allocator as `claimguard serve`, so that the null and engine-only
 // servers stay fair ceilings for it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: claimguard::alloc::MiMalloc = claimguard::alloc::MiMalloc;
 
 const SERVICE_DNS: &str = "claimguard.claimguard-system.svc";
 /// Distinct pods the load cycles through; allowed ones are stored by a

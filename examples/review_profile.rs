@@ -7,7 +7,7 @@
 //! inputs the load runs use.)
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: claimguard::alloc::MiMalloc = claimguard::alloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::Instant;

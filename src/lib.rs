@@ -7,6 +7,7 @@
 //! AdmissionReview v1; the commands are thin drivers over those.
 
 pub mod admission;
+pub mod alloc;
 pub mod audit;
 pub mod certs;
 pub mod check;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 // lists serve them at a fraction of glibc malloc's cost under load
 // (docs/performance.md, issue 14).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: claimguard::alloc::MiMalloc = claimguard::alloc::MiMalloc;
 use std::time::Duration;
 
 #[derive(Parser)]
