@@ -80,14 +80,20 @@ mod tests {
                 // the layout it was made with.
                 unsafe {
                     let p = a.alloc(layout);
-                    assert!(!p.is_null() && p as usize % align == 0, "{size}/{align}");
+                    assert!(
+                        !p.is_null() && (p as usize).is_multiple_of(align),
+                        "{size}/{align}"
+                    );
                     p.write_bytes(0xa5, size);
                     let q = a.realloc(p, layout, size * 3);
-                    assert!(!q.is_null() && q as usize % align == 0, "{size}/{align}");
+                    assert!(
+                        !q.is_null() && (q as usize).is_multiple_of(align),
+                        "{size}/{align}"
+                    );
                     assert_eq!(*q.add(size - 1), 0xa5);
                     a.dealloc(q, Layout::from_size_align(size * 3, align).unwrap());
                     let z = a.alloc_zeroed(layout);
-                    assert!(z as usize % align == 0 && *z.add(size - 1) == 0);
+                    assert!((z as usize).is_multiple_of(align) && *z.add(size - 1) == 0);
                     a.dealloc(z, layout);
                 }
             }
