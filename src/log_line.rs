@@ -95,8 +95,9 @@ struct Fields<'a> {
     sanitize: bool,
 }
 
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+impl Fields<'_> {
+    /// The separator and `name=` before a value (none for the message).
+    fn name(&mut self, field: &Field) {
         if !self.first {
             self.line.push(' ');
         }
@@ -105,6 +106,29 @@ impl Visit for Fields<'_> {
             self.line.push_str(field.name());
             self.line.push('=');
         }
+    }
+}
+
+impl Visit for Fields<'_> {
+    // Numbers and booleans as the text formatter writes them (their `Debug`),
+    // without a trip through the formatting machinery.
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.name(field);
+        self.line.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.name(field);
         let from = self.line.len();
         // Writing to a String cannot fail.
         let _ = write!(self.line, "{value:?}");
@@ -166,7 +190,14 @@ fn stamp(now: SystemTime, out: &mut String) {
         }
         out.push_str(&cached.1);
     });
-    let _ = write!(out, ".{:06}Z", since.subsec_micros());
+    // `.{:06}Z` by hand: the formatting machinery cost more than the rest.
+    let mut frac = *b".000000Z";
+    let mut micros = since.subsec_micros();
+    for d in frac[1..7].iter_mut().rev() {
+        *d = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.push_str(std::str::from_utf8(&frac).unwrap_or(".000000Z"));
 }
 
 /// The proleptic Gregorian date of a day count from 1970-01-01 (Howard
@@ -246,7 +277,7 @@ mod tests {
                     duration_us = 145u64,
                     "admission decision"
                 );
-                tracing::debug!(target: DECISION_TARGET, name = %name, n = -3i64, "a {} message", "formatted");
+                tracing::debug!(target: DECISION_TARGET, name = %name, n = -3i64, big = u64::MAX, small = i64::MIN, zero = 0u64, no = false, "a {} message", "formatted");
                 tracing::warn!(target: DECISION_TARGET, "{name}");
             }
         });

@@ -240,31 +240,16 @@ impl Engine {
     /// set, then decide and reserve in one step under the write lock.
     pub async fn decide(&self, req: AdmissionRequest) -> Reviewed {
         let policy = self.policy.load_full();
-        let summary = DecisionSummary {
-            uid: req.uid.clone(),
-            kind: req.kind_name.clone(),
-            operation: req.operation.clone(),
-            namespace: req.namespace.clone(),
-            name: req
-                .object
-                .as_ref()
-                .map(|o| o.metadata().display_name())
-                .unwrap_or_else(|| req.name.clone()),
-            allowed: true,
-            dry_run: req.dry_run,
-            findings: Vec::new(),
-        };
         if let Some(scale) = &req.scale {
             // Boxed, as the reservation below: rare paths whose futures
             // would otherwise make every review's future several KB larger
             // (moved and copied on every request).
             let verdict = Box::pin(self.decide_scale(&policy, &req, scale)).await;
-            return finish(&req, verdict, summary);
+            return finish(req, verdict);
         }
         let Some(object) = &req.object else {
             // A kind or operation claimguard does not judge: allowed without comment.
-            let body = response_body(&req.uid, true, None, &[], &Default::default());
-            return Reviewed { body, summary };
+            return finish(req, Verdict::allow());
         };
         let namespace = object
             .metadata()
@@ -340,7 +325,7 @@ impl Engine {
         {
             self.cluster.write().apply_object(object);
         }
-        finish(&req, verdict, summary)
+        finish(req, verdict)
     }
 
     /// A scale subresource request: find the workload (the snapshot's, or
@@ -462,19 +447,39 @@ impl Engine {
     }
 }
 
-/// The response and the summary of a decided request.
-fn finish(req: &AdmissionRequest, verdict: Verdict, mut summary: DecisionSummary) -> Reviewed {
-    summary.allowed = verdict.allowed;
-    summary.findings = verdict
-        .findings
-        .iter()
-        .map(|f| FindingSummary {
-            rule: f.rule.id(),
-            action: f.effect.metric_action(),
-        })
-        .collect();
+/// The response and the summary of a decided request, which it is done
+/// with: the summary takes its strings rather than copies.
+fn finish(req: AdmissionRequest, verdict: Verdict) -> Reviewed {
+    let name = match req.object {
+        Some(mut object) => {
+            let meta = object.metadata_mut();
+            if meta.name.is_empty() {
+                meta.display_name()
+            } else {
+                std::mem::take(&mut meta.name)
+            }
+        }
+        None => req.name,
+    };
+    let summary = DecisionSummary {
+        uid: req.uid,
+        kind: req.kind_name,
+        operation: req.operation,
+        namespace: req.namespace,
+        name,
+        allowed: verdict.allowed,
+        dry_run: req.dry_run,
+        findings: verdict
+            .findings
+            .iter()
+            .map(|f| FindingSummary {
+                rule: f.rule.id(),
+                action: f.effect.metric_action(),
+            })
+            .collect(),
+    };
     let body = response_body(
-        &req.uid,
+        &summary.uid,
         verdict.allowed,
         verdict.denial.as_deref(),
         &verdict.warnings,

@@ -53,18 +53,38 @@ pub fn pods_at(cs: &[Consumer<'_>]) -> String {
 /// Cut a warning to what the API server passes through, on a char boundary,
 /// and flatten anything that is not a valid header character.
 pub fn fit_warning(s: &str) -> String {
-    let mut clean = one_line(s);
+    fit_one_line(&one_line(s))
+}
+
+/// [`fit_warning`] of a message already made one line: no second scan, and
+/// only what the API server keeps is copied.
+pub fn fit_one_line(clean: &str) -> String {
     // Counted in bytes, which is stricter than characters for any text.
     if clean.len() <= MAX_WARNING_CHARS {
-        return clean;
+        return clean.to_owned();
     }
     let mut cut = MAX_WARNING_CHARS - 3;
     while !clean.is_char_boundary(cut) {
         cut -= 1;
     }
-    clean.truncate(cut);
-    clean.push_str("...");
-    clean
+    let mut out = String::with_capacity(cut + 3);
+    out.push_str(&clean[..cut]);
+    out.push_str("...");
+    out
+}
+
+/// `[rule-id] text`, made one line, in one string: kept as built when there
+/// is nothing to flatten (the usual case).
+pub fn tagged(id: &str, text: &str) -> String {
+    let mut out = String::with_capacity(id.len() + 3 + text.len());
+    out.push('[');
+    out.push_str(id);
+    out.push_str("] ");
+    out.push_str(text);
+    if has_control_byte(out.as_bytes()) {
+        return one_line(&out);
+    }
+    out
 }
 
 /// One line, whatever the input: denials go into a JSON string the API
@@ -214,5 +234,14 @@ mod tests {
         // C1 controls are flattened too, not only ASCII ones.
         assert_eq!(one_line("a\u{85}b\tc"), "a b c");
         assert_eq!(one_line("plain é"), "plain é");
+        // A message made one line once, then fitted without a second pass.
+        assert_eq!(tagged("rule", "a\nb\u{85}c"), "[rule] a b c");
+        assert_eq!(tagged("rule", "plain"), "[rule] plain");
+        let message = tagged("r", &("é".repeat(300) + "\n"));
+        assert_eq!(
+            fit_one_line(&message),
+            fit_warning(&format!("[r] {}", "é".repeat(300)))
+        );
+        assert_eq!(fit_one_line("short"), "short");
     }
 }

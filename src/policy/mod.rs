@@ -117,7 +117,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn allow() -> Verdict {
+    /// Allowed, with nothing to say.
+    pub fn allow() -> Verdict {
         Verdict {
             allowed: true,
             ..Verdict::default()
@@ -275,10 +276,10 @@ fn evaluate_rules(
             Action::Deny => Effect::Deny,
         };
         let id = f.rule.id();
-        let message = message::one_line(&format!("[{id}] {}", f.text));
+        let message = message::tagged(id, &f.text);
         match effect {
             Effect::Deny => denials.push(message.clone()),
-            Effect::Warn => v.warnings.push(message::fit_warning(&message)),
+            Effect::Warn => v.warnings.push(message::fit_one_line(&message)),
             Effect::NotEnforced => v.warnings.push(message::fit_warning(&format!(
                 "[{id}] not enforced (audit mode): {}",
                 f.text
