@@ -585,7 +585,9 @@ pub enum Object {
     StorageClass(StorageClass),
     Namespace(Namespace),
     Node(Node),
-    Workload(Kind, Workload),
+    /// Boxed: a workload is twice a pod's size, and every request (nearly
+    /// all pods) would otherwise carry and move that much.
+    Workload(Kind, Box<Workload>),
 }
 
 impl Object {
@@ -648,7 +650,7 @@ impl Object {
             Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(value)?),
             Kind::Namespace => Object::Namespace(Namespace::deserialize(value)?),
             Kind::Node => Object::Node(Node::deserialize(value)?),
-            k => Object::Workload(k, Workload::deserialize(value)?),
+            k => Object::Workload(k, Box::new(Workload::deserialize(value)?)),
         })
     }
 
@@ -675,7 +677,7 @@ impl Object {
             Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(d)?),
             Kind::Namespace => Object::Namespace(Namespace::deserialize(d)?),
             Kind::Node => Object::Node(Node::deserialize(d)?),
-            k => Object::Workload(k, Workload::deserialize(d)?),
+            k => Object::Workload(k, Box::new(Workload::deserialize(d)?)),
         })
     }
 }

@@ -267,7 +267,7 @@ impl Engine {
             operation,
             namespace: &namespace,
             object,
-            old_object: req.old_object.as_ref(),
+            old_object: req.old_object.as_deref(),
         };
         let stores = operation == Operation::Create
             && !req.dry_run
@@ -408,7 +408,7 @@ impl Engine {
             w.spec.get_or_insert_with(Default::default).replicas = Some(n);
             self.cluster
                 .write()
-                .apply_object(&Object::Workload(scale.workload, w));
+                .apply_object(&Object::Workload(scale.workload, Box::new(w)));
         }
         verdict
     }

@@ -292,7 +292,8 @@ pub struct AdmissionRequest {
     pub name: String,
     pub dry_run: bool,
     pub object: Option<Object>,
-    pub old_object: Option<Object>,
+    /// Boxed: only an UPDATE has one, and a request is moved several times.
+    pub old_object: Option<Box<Object>>,
     /// Set for UPDATE of a workload's scale subresource.
     pub scale: Option<ScaleRequest>,
 }
@@ -395,7 +396,7 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     }
     let mut object = if judged { parse(req.object)? } else { None };
     let old_object = if req.operation == "UPDATE" {
-        parse(req.old_object)?
+        parse(req.old_object)?.map(Box::new)
     } else {
         None
     };

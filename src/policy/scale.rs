@@ -33,7 +33,7 @@ pub fn evaluate_scale(
             w.metadata.namespace = Some(namespace.to_string());
         }
         w.spec.get_or_insert_with(Default::default).replicas = Some(n);
-        Object::Workload(kind, w)
+        Object::Workload(kind, Box::new(w))
     };
     let after = with_replicas(new);
     let before = with_replicas(old);
