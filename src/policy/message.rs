@@ -56,21 +56,70 @@ pub fn fit_warning(s: &str) -> String {
     fit_one_line(&one_line(s))
 }
 
+/// What stands for the part of a long warning that was left out.
+const GAP: &str = " ... ";
+
 /// [`fit_warning`] of a message already made one line: no second scan, and
 /// only what the API server keeps is copied.
+///
+/// Every message ends with what to do, after its last `; `. A long one
+/// (long node and pod names) loses its middle, not that: the head says
+/// which rule and which claim, the tail what to do, and the whole message
+/// is in the audit annotation and the Event.
 pub fn fit_one_line(clean: &str) -> String {
     // Counted in bytes, which is stricter than characters for any text.
     if clean.len() <= MAX_WARNING_CHARS {
         return clean.to_owned();
     }
-    let mut cut = MAX_WARNING_CHARS - 3;
-    while !clean.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let mut out = String::with_capacity(cut + 3);
-    out.push_str(&clean[..cut]);
-    out.push_str("...");
+    let room = MAX_WARNING_CHARS - GAP.len();
+    // Half for each end: the advice clause whole when it fits in half,
+    // else its last words; the head keeps the rule, the claim and the
+    // first pods in the way.
+    let most = room / 2;
+    let advice = clean
+        .rfind("; ")
+        .map(|i| i + 2)
+        .filter(|&i| clean.len() - i <= most);
+    let tail_from = advice.unwrap_or_else(|| word_start_after(clean, clean.len() - most));
+    let head_to = word_end_before(clean, room - (clean.len() - tail_from));
+    // What the head's last word left unused goes to the advice's cut.
+    let tail_from =
+        advice.unwrap_or_else(|| word_start_after(clean, clean.len() - (room - head_to)));
+    let mut out = String::with_capacity(MAX_WARNING_CHARS);
+    out.push_str(clean[..head_to].trim_end_matches([';', ',', ':']));
+    out.push_str(GAP);
+    out.push_str(&clean[tail_from..]);
     out
+}
+
+/// The start of the first word at or after byte `at` (on a char boundary);
+/// `at` itself when that word is most of what is left (one long word).
+fn word_start_after(s: &str, at: usize) -> usize {
+    let mut at = at;
+    while !s.is_char_boundary(at) {
+        at += 1;
+    }
+    let left = s.len() - at;
+    match s[at..].find(' ') {
+        Some(space) if at > 0 && s.as_bytes()[at - 1] != b' ' && space < left / 2 => at + space + 1,
+        _ => at,
+    }
+}
+
+/// The end of the last word that ends by byte `at` (on a char boundary);
+/// `at` itself when that would give up most of the room (one long word).
+fn word_end_before(s: &str, at: usize) -> usize {
+    let mut at = at;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    if s.as_bytes().get(at) == Some(&b' ') {
+        return at;
+    }
+    match s[..at].rfind(' ') {
+        Some(space) if space > at / 2 => space,
+        _ => at,
+    }
 }
 
 /// `[rule-id] text`, made one line, in one string: kept as built when there
@@ -226,11 +275,36 @@ mod tests {
         let long = "x".repeat(400) + "\n";
         let f = fit_warning(&long);
         assert_eq!(f.len(), MAX_WARNING_CHARS);
-        assert!(f.ends_with("..."));
+        assert!(f.contains(" ... "), "{f}");
         assert!(!fit_warning("a\nb").contains('\n'));
         let multibyte = "é".repeat(300);
-        assert!(fit_warning(&multibyte).len() <= MAX_WARNING_CHARS);
-        assert!(fit_warning(&multibyte).ends_with("é..."));
+        let f = fit_warning(&multibyte);
+        assert!(f.len() <= MAX_WARNING_CHARS && f.contains("é ... é"), "{f}");
+        // A long message keeps its head and its advice, and loses its middle.
+        let node = "ip-10-0-21-41.eu-west-1.compute.internal";
+        let long = format!(
+            "[rwo-shared-writer] PersistentVolumeClaim \"data\" is ReadWriteOnce and written by pods payments-prod/orders-api-7d9f8b6c4d-x2k9p on node {node}, payments-prod/orders-api-7d9f8b6c4d-q8z7w on node {node}; this pod must share {node} and write too: mount it readOnly or annotate {ALLOW}"
+        , ALLOW = crate::policy::ALLOW_SHARED_WRITERS);
+        let f = fit_one_line(&long);
+        assert!(f.len() <= MAX_WARNING_CHARS, "{} {f}", f.len());
+        assert!(f.starts_with("[rwo-shared-writer] PersistentVolumeClaim \"data\" is ReadWriteOnce and written by pods payments-prod/orders-api-7d9f8b6c4d-x2k9p "), "{f}");
+        assert!(
+            f.ends_with(
+                " and write too: mount it readOnly or annotate claimguard.io/allow-shared-writers"
+            ),
+            "{f}"
+        );
+        assert_eq!(f.matches(" ... ").count(), 1, "{f}");
+        // An advice too long to keep whole: its last words, from a word start.
+        let long_advice = format!("[r] a{}; {}", " b".repeat(100), "word ".repeat(60) + "end");
+        let f = fit_one_line(&long_advice);
+        assert!(
+            f.len() <= MAX_WARNING_CHARS && f.ends_with("word end") && f.contains(" ... word "),
+            "{f}"
+        );
+        // One word too long for either end is still cut to size.
+        let f = fit_one_line(&("[r] ".to_owned() + &"y".repeat(600)));
+        assert!(f.len() <= MAX_WARNING_CHARS && f.starts_with("[r] "), "{f}");
         // C1 controls are flattened too, not only ASCII ones.
         assert_eq!(one_line("a\u{85}b\tc"), "a b c");
         assert_eq!(one_line("plain é"), "plain é");
@@ -240,7 +314,7 @@ mod tests {
         let message = tagged("r", &("é".repeat(300) + "\n"));
         assert_eq!(
             fit_one_line(&message),
-            fit_warning(&format!("[r] {}", "é".repeat(300)))
+            fit_warning(&format!("[r] {}\n", "é".repeat(300)))
         );
         assert_eq!(fit_one_line("short"), "short");
     }
