@@ -133,45 +133,27 @@ fn pod_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Err
 fn kept_annotations<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, String>, D::Error> {
-    use serde::de::{MapAccess, Visitor};
+    use serde::de::{DeserializeSeed, MapAccess, Visitor};
     use std::fmt;
 
-    /// A key: `Some` (owned) when it is kept.
-    struct Key(Option<String>);
-    /// A string value read and dropped.
-    struct Dropped;
+    /// A string, copied only when `keep` says so: the keys under the
+    /// prefix; never a dropped value, which is only checked to be a string.
+    struct Str(fn(&str) -> bool);
     struct Map;
 
-    impl<'de> Deserialize<'de> for Key {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Key;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
-                    Ok(Key(v
-                        .starts_with(POD_ANNOTATION_PREFIX)
-                        .then(|| v.to_owned())))
-                }
-            }
-            d.deserialize_str(V)
+    impl<'de> DeserializeSeed<'de> for Str {
+        type Value = Option<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
         }
     }
-    impl<'de> Deserialize<'de> for Dropped {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Dropped;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Dropped, E> {
-                    Ok(Dropped)
-                }
-            }
-            d.deserialize_str(V)
+    impl Visitor<'_> for Str {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok((self.0)(v).then(|| v.to_owned()))
         }
     }
     impl<'de> Visitor<'de> for Map {
@@ -181,13 +163,14 @@ fn kept_annotations<'de, D: serde::Deserializer<'de>>(
         }
         fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
             let mut out = BTreeMap::new();
-            while let Some(Key(key)) = m.next_key()? {
+            let under_prefix: fn(&str) -> bool = |k| k.starts_with(POD_ANNOTATION_PREFIX);
+            while let Some(key) = m.next_key_seed(Str(under_prefix))? {
                 match key {
                     Some(key) => {
                         out.insert(key, m.next_value()?);
                     }
                     None => {
-                        m.next_value::<Dropped>()?;
+                        m.next_value_seed(Str(|_| false))?;
                     }
                 }
             }
