@@ -754,6 +754,9 @@ impl<'t, 'b> Scan<'t, 'b> {
         // the innermost lowest; `MAX_DEPTH` < 128 keeps it in one word.
         const _: () = assert!(MAX_DEPTH < 128);
         let (mut objects, mut open) = (0u128, 0usize);
+        // Whitespace is the last arm of each match rather than a check
+        // before it: the API server sends compact JSON, so the check would
+        // be a compare and branch per token that never finds any.
         loop {
             // A value at the cursor.
             match self.at(0) {
@@ -781,6 +784,10 @@ impl<'t, 'b> Scan<'t, 'b> {
                 b'f' => self.literal(b"false")?,
                 b'n' => self.literal(b"null")?,
                 b'-' | b'0'..=b'9' => self.number()?,
+                b' ' | b'\n' | b'\r' | b'\t' => {
+                    self.i += 1;
+                    continue;
+                }
                 _ => return None,
             }
             // After a value: the next one in its container, or the ends of
@@ -789,19 +796,22 @@ impl<'t, 'b> Scan<'t, 'b> {
                 if open == 0 {
                     return Some(());
                 }
-                self.ws();
                 let object = objects & 1 == 1;
                 match self.at(0) {
                     b',' => {
                         self.i += 1;
-                        self.ws();
                         if object {
+                            self.ws();
                             self.key()?;
                         }
                         break;
                     }
                     b'}' if object => {}
                     b']' if !object => {}
+                    b' ' | b'\n' | b'\r' | b'\t' => {
+                        self.i += 1;
+                        continue;
+                    }
                     _ => return None,
                 }
                 self.i += 1;
@@ -811,14 +821,15 @@ impl<'t, 'b> Scan<'t, 'b> {
         }
     }
 
-    /// A key, its colon and the whitespace after it.
+    /// A key and its colon, at the cursor; whitespace after the colon is
+    /// left to the value's dispatch.
     #[inline(always)]
     fn key(&mut self) -> Option<()> {
         self.skip_string()?;
-        self.ws();
-        self.eat(b':')?;
-        self.ws();
-        Some(())
+        if self.at(0) != b':' {
+            self.ws();
+        }
+        self.eat(b':')
     }
 
     /// `raw_string` without keeping anything, inlined into the skip loop.
