@@ -29,6 +29,11 @@ const OPERATIONS: [&str; 6] = ["CREATE", "UPDATE", "DELETE", "CONNECT", "unknown
 const VERDICTS: [&str; 5] = ["true", "false", "error", "unauthenticated", "other"];
 /// Every (kind, operation, allowed) `Metrics::request` can count.
 const REQUEST_LABEL_SETS: usize = (KINDS + 2) * OPERATIONS.len() * VERDICTS.len();
+/// The `action` label of a finding (an `Off` rule finds nothing).
+const ACTIONS: [&str; 3] = ["deny", "warn", "audit"];
+/// Every (rule, action) the engine reports, counted without the family's
+/// look-up; anything else (none today) goes through the family.
+const VIOLATION_LABEL_SETS: usize = crate::policy::Rule::ALL.len() * ACTIONS.len();
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ViolationLabels {
@@ -50,6 +55,8 @@ pub struct Metrics {
     request_counters: Box<[OnceLock<Counter>]>,
     duration: Histogram,
     violations: Family<ViolationLabels, Counter>,
+    /// `violations`' counters by (rule, action), as `request_counters`.
+    violation_counters: Box<[OnceLock<Counter>]>,
     tls_reloads: Family<ResultLabels, Counter>,
     pods_pinned: Counter,
     mutations: Family<ResultLabels, Counter>,
@@ -114,6 +121,7 @@ impl Metrics {
             request_counters: (0..REQUEST_LABEL_SETS).map(|_| OnceLock::new()).collect(),
             duration,
             violations,
+            violation_counters: (0..VIOLATION_LABEL_SETS).map(|_| OnceLock::new()).collect(),
             tls_reloads,
             pods_pinned,
             mutations,
@@ -178,8 +186,16 @@ impl Metrics {
 
     /// Rule ids and actions are the engine's own constants.
     pub fn violation(&self, rule: &'static str, action: &'static str) {
-        self.violations
-            .get_or_create(&ViolationLabels { rule, action })
+        let labels = ViolationLabels { rule, action };
+        let r = crate::policy::Rule::ALL.iter().position(|r| r.id() == rule);
+        let a = ACTIONS.iter().position(|&x| x == action);
+        let (Some(r), Some(a)) = (r, a) else {
+            self.violations.get_or_create(&labels).inc();
+            return;
+        };
+        // As in `request`: the family hashes the labels under a lock.
+        self.violation_counters[r * ACTIONS.len() + a]
+            .get_or_init(|| self.violations.get_or_create(&labels).clone())
             .inc();
     }
 
@@ -301,6 +317,29 @@ mod tests {
             }
         }
         assert_eq!(n, REQUEST_LABEL_SETS);
+    }
+
+    #[test]
+    fn every_violation_label_set_counts_into_its_own_series() {
+        let m = Metrics::new();
+        let mut expected = Vec::new();
+        let mut n = 0;
+        for rule in crate::policy::Rule::ALL {
+            for action in ACTIONS.iter().chain(&["off"]) {
+                n += 1;
+                for _ in 0..n {
+                    m.violation(rule.id(), action);
+                }
+                expected.push(format!(
+                    r#"claimguard_violations_total{{rule="{}",action="{action}"}} {n}"#,
+                    rule.id()
+                ));
+            }
+        }
+        let text = m.encode();
+        for line in expected {
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]
