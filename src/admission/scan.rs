@@ -732,10 +732,21 @@ impl<'t, 'b> Scan<'t, 'b> {
         found
     }
 
-    /// Any JSON value at `depth`, validated and skipped. A loop with its
-    /// own stack rather than `object`/`array` recursion: this is where the
+    /// Any JSON value at `depth`, validated and skipped: this is where the
     /// scan spends most of its time (managedFields, env, probes).
+    #[inline(always)]
     fn value(&mut self, depth: usize) -> Option<()> {
+        // Half the values a review skips are strings (image, policies,
+        // paths): passed here, without the walk's set-up.
+        if self.at(0) == b'"' {
+            return self.skip_string();
+        }
+        self.walk(depth)
+    }
+
+    /// `value` for anything but a string: a loop with its own stack rather
+    /// than `object`/`array` recursion.
+    fn walk(&mut self, depth: usize) -> Option<()> {
         // The walk runs on a copy of the cursor, written back once at the
         // end: stepping `self.i` itself kept a store to memory in every step.
         let mut s = Scan {
@@ -937,6 +948,7 @@ impl<'t, 'b> Scan<'t, 'b> {
     /// A string at the cursor: its raw bytes between the quotes, and whether
     /// it held an escape. Validates escapes and refuses control characters,
     /// as JSON does; `\u` is left to the full parse.
+    #[inline(always)]
     fn raw_string(&mut self) -> Option<(&'b [u8], bool)> {
         self.eat(b'"')?;
         let start = self.i;
