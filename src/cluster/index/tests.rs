@@ -125,8 +125,14 @@ fn uuids_parse_exactly_in_canonical_form() {
     let text = "7d3c1a52-8f0e-4b8e-9a57-1c2d3e4f5a60";
     let parsed = volumes::parse_uuid(text).expect("canonical");
     assert_eq!(PodUid::Uuid(parsed).to_string(), text);
-    assert_eq!(volumes::parse_uuid("00000000-0000-0000-0000-000000000000"), Some([0; 16]));
-    assert_eq!(volumes::parse_uuid("ffffffff-ffff-ffff-ffff-ffffffffffff"), Some([0xff; 16]));
+    assert_eq!(
+        volumes::parse_uuid("00000000-0000-0000-0000-000000000000"),
+        Some([0; 16])
+    );
+    assert_eq!(
+        volumes::parse_uuid("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+        Some([0xff; 16])
+    );
     // Any one byte changed to anything but a lowercase hex digit (or, at a
     // dash, to anything but a dash) is not canonical; nor is a length off by one.
     for at in 0..text.len() {
