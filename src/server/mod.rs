@@ -568,7 +568,9 @@ impl std::fmt::Display for Findings<'_> {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{}:{}", x.rule, x.action)?;
+            f.write_str(x.rule)?;
+            f.write_str(":")?;
+            f.write_str(x.action)?;
         }
         Ok(())
     }
@@ -759,6 +761,30 @@ async fn not_found() -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_decision_line_lists_findings_as_rule_colon_action() {
+        use crate::admission::FindingSummary;
+        let two = [
+            FindingSummary {
+                rule: "rwop-exclusive",
+                action: "deny",
+            },
+            FindingSummary {
+                rule: "rwo-readonly-placement",
+                action: "warn",
+            },
+        ];
+        assert_eq!(
+            Findings(&two).to_string(),
+            "rwop-exclusive:deny,rwo-readonly-placement:warn"
+        );
+        assert_eq!(
+            Findings(&two[1..]).to_string(),
+            "rwo-readonly-placement:warn"
+        );
+        assert_eq!(Findings(&[]).to_string(), "");
+    }
 
     #[tokio::test]
     async fn a_panicking_review_becomes_an_error() {
