@@ -837,9 +837,7 @@ impl<'t, 'b> Scan<'t, 'b> {
     #[inline(always)]
     fn key(&mut self) -> Option<()> {
         self.skip_string()?;
-        if self.at(0) != b':' {
-            self.ws();
-        }
+        self.ws();
         self.eat(b':')
     }
 
