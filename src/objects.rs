@@ -373,11 +373,110 @@ pub struct Namespace {
     pub metadata: ObjectMeta,
 }
 
-/// A Node: only its name and labels matter (`kubernetes.io/hostname`).
+/// A Node: its name, labels (`kubernetes.io/hostname`), taints and
+/// conditions (health: `Ready`). Everything else a Node carries (images,
+/// addresses, capacity) is skipped by the parser, never built.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Node {
     pub metadata: ObjectMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<NodeSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<NodeStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeSpec {
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub taints: Vec<Taint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Taint {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub effect: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeStatus {
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub conditions: Vec<Condition>,
+}
+
+/// A status condition (`Ready`, `PodScheduled`, …): type, status, since when, why.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A `storage.k8s.io/v1` VolumeAttachment: which volume the attach/detach
+/// controller attached (or is attaching, or detaching) to which node.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeAttachment {
+    pub metadata: ObjectMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<VolumeAttachmentSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<VolumeAttachmentStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeAttachmentSpec {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub attacher: String,
+    pub node_name: String,
+    pub source: VolumeAttachmentSource,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeAttachmentSource {
+    /// `None` for an inline (CSI migration) volume, which no claim owns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeAttachmentStatus {
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detach_error: Option<VolumeError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach_error: Option<VolumeError>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// `spec.template` of every pod-owning workload.
@@ -457,6 +556,7 @@ pub enum Kind {
     StorageClass,
     Namespace,
     Node,
+    VolumeAttachment,
     Deployment,
     ReplicaSet,
     ReplicationController,
@@ -477,6 +577,7 @@ impl Kind {
             ("", "Node") => Kind::Node,
             ("", "ReplicationController") => Kind::ReplicationController,
             ("storage.k8s.io", "StorageClass") => Kind::StorageClass,
+            ("storage.k8s.io", "VolumeAttachment") => Kind::VolumeAttachment,
             ("apps", "Deployment") => Kind::Deployment,
             ("apps", "ReplicaSet") => Kind::ReplicaSet,
             ("apps", "StatefulSet") => Kind::StatefulSet,
@@ -507,6 +608,7 @@ impl Kind {
             Kind::StorageClass => "StorageClass",
             Kind::Namespace => "Namespace",
             Kind::Node => "Node",
+            Kind::VolumeAttachment => "VolumeAttachment",
             Kind::Deployment => "Deployment",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::ReplicationController => "ReplicationController",
@@ -526,6 +628,7 @@ impl Kind {
             Kind::StorageClass => "storageclass.storage.k8s.io",
             Kind::Namespace => "namespace",
             Kind::Node => "node",
+            Kind::VolumeAttachment => "volumeattachment.storage.k8s.io",
             Kind::Deployment => "deployment.apps",
             Kind::ReplicaSet => "replicaset.apps",
             Kind::ReplicationController => "replicationcontroller",
@@ -552,7 +655,11 @@ impl Kind {
     pub fn is_namespaced(self) -> bool {
         !matches!(
             self,
-            Kind::PersistentVolume | Kind::StorageClass | Kind::Namespace | Kind::Node
+            Kind::PersistentVolume
+                | Kind::StorageClass
+                | Kind::Namespace
+                | Kind::Node
+                | Kind::VolumeAttachment
         )
     }
 }
@@ -568,6 +675,7 @@ pub enum Object {
     StorageClass(StorageClass),
     Namespace(Namespace),
     Node(Node),
+    VolumeAttachment(VolumeAttachment),
     /// Boxed: a workload is twice a pod's size, and every request (nearly
     /// all pods) would otherwise carry and move that much.
     Workload(Kind, Box<Workload>),
@@ -582,6 +690,7 @@ impl Object {
             Object::StorageClass(_) => Kind::StorageClass,
             Object::Namespace(_) => Kind::Namespace,
             Object::Node(_) => Kind::Node,
+            Object::VolumeAttachment(_) => Kind::VolumeAttachment,
             Object::Workload(k, _) => *k,
         }
     }
@@ -603,6 +712,7 @@ impl Object {
             Object::StorageClass(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
+            Object::VolumeAttachment(o) => &o.metadata,
             Object::Workload(_, o) => &o.metadata,
         }
     }
@@ -615,6 +725,7 @@ impl Object {
             Object::StorageClass(o) => &mut o.metadata,
             Object::Namespace(o) => &mut o.metadata,
             Object::Node(o) => &mut o.metadata,
+            Object::VolumeAttachment(o) => &mut o.metadata,
             Object::Workload(_, o) => &mut o.metadata,
         }
     }
@@ -633,6 +744,9 @@ impl Object {
             Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(value)?),
             Kind::Namespace => Object::Namespace(Namespace::deserialize(value)?),
             Kind::Node => Object::Node(Node::deserialize(value)?),
+            Kind::VolumeAttachment => {
+                Object::VolumeAttachment(VolumeAttachment::deserialize(value)?)
+            }
             k => Object::Workload(k, Box::new(Workload::deserialize(value)?)),
         })
     }
@@ -660,6 +774,7 @@ impl Object {
             Kind::StorageClass => Object::StorageClass(StorageClass::deserialize(d)?),
             Kind::Namespace => Object::Namespace(Namespace::deserialize(d)?),
             Kind::Node => Object::Node(Node::deserialize(d)?),
+            Kind::VolumeAttachment => Object::VolumeAttachment(VolumeAttachment::deserialize(d)?),
             k => Object::Workload(k, Box::new(Workload::deserialize(d)?)),
         })
     }

@@ -150,6 +150,12 @@ impl ClusterView for RequestView<'_> {
     fn node_hostname(&self, node: &str) -> Option<&str> {
         self.state.node_hostname(node)
     }
+    fn node_health(&self, node: &str) -> Option<crate::cluster::NodeHealth<'_>> {
+        self.state.node_health(node)
+    }
+    fn attachments(&self, namespace: &str, claim: &str) -> Vec<crate::cluster::Attachment<'_>> {
+        self.state.attachments(namespace, claim)
+    }
     fn default_storage_class(&self) -> Option<StorageClassFacts<'_>> {
         self.state.default_storage_class()
     }

@@ -139,6 +139,7 @@ pub fn audit_state(state: &ClusterState, objects: &[Object], policy: &Policy) ->
             audit_claim(state, policy, ns, claim, &mut out);
         }
     }
+    audit_attachments(state, policy, &mut out);
     for o in objects {
         let kind = o.kind();
         if kind != Kind::PersistentVolumeClaim && !kind.is_workload() {
@@ -296,7 +297,7 @@ fn audit_claim(
             read_only: c.read_only,
             allow_shared_writers: state.allows_shared_writers(c.namespace, c.name),
         };
-        if let Some(f) = policy::judge_claim_use(claim, modes, &user, &others, state) {
+        if let Some(f) = policy::judge_claim_use(ns, claim, modes, &user, &others, state) {
             let entry = fired.entry(f.rule).or_default();
             entry.0.push(*c);
             entry.1.extend(f.pods);
@@ -335,10 +336,103 @@ fn audit_claim(
                 message::pods_at(&sorted(&pods)),
                 policy::ALLOW_SHARED_WRITERS
             ),
+            // Reported once per attachment, with every pod that waits for
+            // it, as `stale-attachment` (`audit_attachments`).
+            Rule::RwoStuckAttachment => continue,
             _ => continue,
         };
         emit(rule, &pods, text);
     }
+}
+
+/// `stale-attachment`: every stuck attachment of a ReadWriteOncePod or
+/// single-node volume, on the claim bound to it (on the PersistentVolume when
+/// no claim is), naming the pods that wait for it: the claim's users that
+/// are not on the attachment's node.
+fn audit_attachments(state: &ClusterState, policy: &Policy, out: &mut Vec<Violation>) {
+    let Some(severity) = Severity::of(policy.action(Rule::StaleAttachment)) else {
+        return;
+    };
+    for (a, modes, claim) in state.stuck_attachments() {
+        let (namespace, kind, name, claim_name, waiting) = match claim {
+            Some((ns, c)) => {
+                if skipped(policy, state, ns) {
+                    continue;
+                }
+                let users = state.consumers(ns, c).unwrap_or_default();
+                let waiting: Vec<Consumer<'_>> = users
+                    .into_iter()
+                    .filter(|u| !u.terminating && u.node != Some(a.node))
+                    .collect();
+                (ns, Kind::PersistentVolumeClaim, c, c, waiting)
+            }
+            None => (
+                "",
+                Kind::PersistentVolume,
+                a.volume.as_str(),
+                "",
+                Vec::new(),
+            ),
+        };
+        let text = stale_attachment_text(&a, modes, claim.map(|c| c.1), &waiting);
+        let mut pods: Vec<PodRef> = waiting.iter().map(PodRef::of).collect();
+        pods.sort();
+        out.push(Violation {
+            rule: Rule::StaleAttachment,
+            severity,
+            namespace: namespace.to_string(),
+            kind,
+            name: name.to_string(),
+            uid: None,
+            claim: claim_name.to_string(),
+            message: message::one_line(&text),
+            pods,
+        });
+    }
+}
+
+fn stale_attachment_text(
+    a: &crate::cluster::Attachment<'_>,
+    modes: crate::cluster::AccessModes,
+    claim: Option<&str>,
+    waiting: &[Consumer<'_>],
+) -> String {
+    let mode = if modes.is_rwop() {
+        "ReadWriteOncePod"
+    } else {
+        "ReadWriteOnce"
+    };
+    let of = match claim {
+        Some(c) => format!(" of PersistentVolumeClaim \"{c}\""),
+        None => String::new(),
+    };
+    let node = a.node;
+    let state = match (a.detach_error, a.node_health) {
+        (Some(e), _) => format!("whose detach fails: {}", message::one_line(e)),
+        (None, Some(h)) => h.describe(),
+        (None, None) => "down".to_string(),
+    };
+    let waits = if waiting.is_empty() {
+        "no pod waits for it yet, but any pod that uses it elsewhere will hang".to_string()
+    } else {
+        format!(
+            "{} wait{} for it (Multi-Attach error)",
+            message::pods_at(&sorted(waiting)),
+            if waiting.len() == 1 { "s" } else { "" }
+        )
+    };
+    let fix = if a.detach_error.is_some() {
+        format!("kubectl describe volumeattachment {}", a.name)
+    } else {
+        format!(
+            "if {node} is shut down, kubectl taint node {node} {}=nodeshutdown:NoExecute",
+            crate::cluster::OUT_OF_SERVICE_TAINT
+        )
+    };
+    format!(
+        "{mode} volume {}{of} is still attached to node {node}, {state}; {waits}: {fix}",
+        a.volume
+    )
 }
 
 fn dedup<'a>(mut cs: Vec<Consumer<'a>>) -> Vec<Consumer<'a>> {

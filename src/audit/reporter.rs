@@ -313,6 +313,21 @@ pub async fn load_from_cluster(
     for o in list_kind(client, nodes, true).await?.unwrap_or_default() {
         state.apply_object(&o);
     }
+    // Attachments find volumes stuck on dead nodes; without them (no
+    // permission) `stale-attachment` and `rwo-stuck-attachment` stay silent.
+    let attachments = (
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        Kind::VolumeAttachment,
+    );
+    for o in list_kind(client, attachments, true)
+        .await?
+        .unwrap_or_default()
+    {
+        state.apply_object(&o);
+    }
     let objects = list_objects(client).await?;
     for o in &objects {
         state.apply_object(o);

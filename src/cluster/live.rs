@@ -1,6 +1,7 @@
 //! The live cluster view: kube-runtime watchers for pods, persistentvolumeclaims,
-//! persistentvolumes, storageclasses, namespaces and nodes (name and hostname label
-//! only) feed the claim index
+//! persistentvolumes, storageclasses, namespaces, nodes (hostname label, `Ready`
+//! condition, unreachable / out-of-service taints) and volumeattachments feed the
+//! claim index
 //! ([`ClusterState`]) through its `apply_*`/`delete_*` methods; a cache miss on a claim
 //! is answered by one short, cached GET ([`LiveFetcher`]).
 //!
@@ -144,8 +145,8 @@ pub async fn client_from(kubeconfig: Option<&Path>) -> Result<kube::Client, Live
 }
 
 /// Start the watchers, the reservation expiry and (unless disabled) the claim fetcher.
-/// Returns at once; `cluster.is_synced()` turns true once all six kinds have been
-/// listed completely. It stays true across later re-lists: the view is then briefly
+/// Returns at once; `cluster.is_synced()` turns true once all kinds have been
+/// listed completely (seven kinds). It stays true across later re-lists: the view is then briefly
 /// stale, not empty, and flapping readiness on every `410` would empty the endpoints
 /// of a large cluster.
 pub async fn start(
@@ -155,7 +156,7 @@ pub async fn start(
 ) -> Result<LiveHandle, LiveError> {
     let rt = tokio::runtime::Handle::try_current().map_err(|_| LiveError::NoRuntime)?;
     let restarts = Arc::new(AtomicU64::new(0));
-    let pending = Arc::new(AtomicUsize::new(6));
+    let pending = Arc::new(AtomicUsize::new(7));
     let ctx = |c: &Arc<SharedCluster>| TaskCtx {
         cluster: c.clone(),
         restarts: restarts.clone(),
@@ -193,8 +194,14 @@ pub async fn start(
             cfg.clone(),
             ctx(&cluster),
         )),
-        // Node name -> kubernetes.io/hostname label, for hostname pins.
+        // Node name -> kubernetes.io/hostname label (hostname pins) and health.
         rt.spawn(run_kind::<objects::Node>(
+            Api::all(client.clone()),
+            cfg.clone(),
+            ctx(&cluster),
+        )),
+        // Where volumes are attached: stuck attachments on dead nodes.
+        rt.spawn(run_kind::<objects::VolumeAttachment>(
             Api::all(client.clone()),
             cfg,
             ctx(&cluster),
@@ -250,6 +257,15 @@ pub trait WatchKind: Clone + Debug + DeserializeOwned + Send + Sync + 'static {
     fn delete(state: &mut ClusterState, namespace: &str, name: &str);
     /// Keys of this kind the index holds from watches (reservations excluded).
     fn keys(state: &ClusterState) -> Vec<Key>;
+    /// This object's key in `keys` and `delete`: (namespace or "", name).
+    fn key(&self) -> Key {
+        let m = self.narrow_meta();
+        (m.namespace.clone().unwrap_or_default(), m.name.clone())
+    }
+    /// The view can serve without this kind: when the service account may not
+    /// list it (an install whose RBAC predates it), readiness does not wait for
+    /// it; the rules that read it stay silent until a list succeeds.
+    const OPTIONAL: bool = false;
 }
 
 macro_rules! watch_kind {
@@ -348,6 +364,39 @@ watch_kind!(
     |st| cluster_keys(st.node_names())
 );
 
+// The index keeps attachments by volume, so a VolumeAttachment's key is
+// (its PersistentVolume, its name) in place of (namespace, name): a deletion
+// finds the entry with one probe. Inline volumes are never stored; their key
+// has an empty volume and matches nothing.
+impl WatchKind for objects::VolumeAttachment {
+    const KIND: &'static str = "VolumeAttachment";
+    const GROUP: &'static str = "storage.k8s.io";
+    const VERSION: &'static str = "v1";
+    const PLURAL: &'static str = "volumeattachments";
+    type Scope = ClusterResourceScope;
+    const OPTIONAL: bool = true;
+    fn narrow_meta(&self) -> &objects::ObjectMeta {
+        &self.metadata
+    }
+    fn apply(&self, state: &mut ClusterState) {
+        state.apply_volume_attachment(self)
+    }
+    fn delete(state: &mut ClusterState, volume: &str, name: &str) {
+        state.delete_volume_attachment(volume, name)
+    }
+    fn keys(state: &ClusterState) -> Vec<Key> {
+        state.volume_attachment_keys()
+    }
+    fn key(&self) -> Key {
+        let volume = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.source.persistent_volume_name.clone())
+            .unwrap_or_default();
+        (volume, self.metadata.name.clone())
+    }
+}
+
 fn cluster_keys(names: Vec<String>) -> Vec<Key> {
     names.into_iter().map(|n| (String::new(), n)).collect()
 }
@@ -399,8 +448,7 @@ impl<T: WatchKind> kube::Resource for Watched<T> {
 }
 
 fn key_of<T: WatchKind>(o: &T) -> Key {
-    let m = o.narrow_meta();
-    (m.namespace.clone().unwrap_or_default(), m.name.clone())
+    o.key()
 }
 
 /// Keys listed since the last `Init`; `Some` while a (re-)list is in progress. Only a
@@ -427,26 +475,37 @@ async fn run_kind<T: WatchKind>(api: Api<Watched<T>>, cfg: watcher::Config, ctx:
     while let Some(batch) = stream.next().await {
         let mut state = ctx.cluster.write();
         for item in batch {
-            match item {
-                Ok(ev) => {
-                    if handle_event(&mut state, &mut keys, ev) && !first_list_done {
-                        first_list_done = true;
-                        tracing::info!(kind = T::KIND, "initial list complete");
-                        if ctx.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-                            ctx.cluster.set_synced(true);
-                            // The initial lists' page buffers are freed now;
-                            // give them back rather than carry them for good.
-                            crate::cluster::release_freed_heap();
-                            tracing::info!("cluster view synced: all kinds listed");
-                        }
-                    }
-                }
+            let listed = match item {
+                Ok(ev) => handle_event(&mut state, &mut keys, ev),
                 Err(e) => {
                     ctx.restarts.fetch_add(1, Ordering::Relaxed);
                     if let Some(m) = &ctx.restarts_metric {
                         m.inc();
                     }
-                    tracing::warn!(kind = T::KIND, error = %e, "watch error; retrying with backoff");
+                    if T::OPTIONAL && is_forbidden(&e) {
+                        if !first_list_done {
+                            tracing::error!(
+                                kind = T::KIND,
+                                error = %e,
+                                "may not list {}: the rules that read them stay silent until RBAC allows get/list/watch; retrying with backoff",
+                                T::PLURAL
+                            );
+                        }
+                    } else {
+                        tracing::warn!(kind = T::KIND, error = %e, "watch error; retrying with backoff");
+                    }
+                    T::OPTIONAL && is_forbidden(&e)
+                }
+            };
+            if listed && !first_list_done {
+                first_list_done = true;
+                tracing::info!(kind = T::KIND, "initial list complete");
+                if ctx.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    ctx.cluster.set_synced(true);
+                    // The initial lists' page buffers are freed now;
+                    // give them back rather than carry them for good.
+                    crate::cluster::release_freed_heap();
+                    tracing::info!("cluster view synced: all kinds listed");
                 }
             }
         }
@@ -455,6 +514,17 @@ async fn run_kind<T: WatchKind>(api: Api<Watched<T>>, cfg: watcher::Config, ctx:
         kind = T::KIND,
         "watch stream ended; the cluster view for this kind is stale"
     );
+}
+
+/// The API server refused the service account (403 Forbidden).
+fn is_forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
+        watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    }
 }
 
 /// Apply one watcher event. Returns true on `InitDone`.

@@ -14,9 +14,11 @@ mod shared;
 pub mod snapshot;
 mod workloads;
 
-pub use index::{pod_claims, ClusterState, Consumer, PodProjection, PodUid};
+pub use index::{pod_claims, Attachment, ClusterState, Consumer, PodProjection, PodUid};
 pub use modes::AccessModes;
-pub use nodes::{pod_pin, HOSTNAME_LABEL};
+pub use nodes::{
+    pod_pin, NodeHealth, Readiness, HOSTNAME_LABEL, OUT_OF_SERVICE_TAINT, UNREACHABLE_TAINT,
+};
 pub use shared::{ClaimFetcher, SharedCluster};
 pub use snapshot::{load_snapshot, SnapshotError};
 pub use workloads::{workload_collection, LiveWorkloadFetcher, WorkloadFetcher};
@@ -88,6 +90,17 @@ pub trait ClusterView {
     /// node's name).
     fn node_hostname(&self, _node: &str) -> Option<&str> {
         None
+    }
+
+    /// The health of a known node; `None` when the view does not know it.
+    fn node_health(&self, _node: &str) -> Option<NodeHealth<'_>> {
+        None
+    }
+
+    /// The VolumeAttachments of the volume a claim is bound to, with their
+    /// nodes' health. O(attachments of that volume).
+    fn attachments(&self, _namespace: &str, _claim: &str) -> Vec<Attachment<'_>> {
+        Vec::new()
     }
 
     /// Whether the namespace carries `claimguard.io/colocate: "true"`.

@@ -13,10 +13,91 @@ use hashbrown::HashMap;
 
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
-/// Node name → its `kubernetes.io/hostname` label (`None`: no label).
+/// The taint the node lifecycle controller puts on a node it cannot reach.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// The taint an operator puts on a node that is shut down for good
+/// (non-graceful node shutdown): its volumes are detached at once.
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
+/// A node's `Ready` condition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// `status: "False"`: the kubelet says it is not ready.
+    NotReady,
+    /// `status: "Unknown"`: the node controller lost contact with the kubelet.
+    Unknown,
+    /// No `Ready` condition (a node just registered, or a dump without
+    /// status): no evidence either way, so never judged down.
+    #[default]
+    Missing,
+}
+
+impl Readiness {
+    fn of(status: &str) -> Readiness {
+        match status {
+            "True" => Readiness::Ready,
+            "False" => Readiness::NotReady,
+            _ => Readiness::Unknown,
+        }
+    }
+}
+
+/// A node's health as the rules read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeHealth<'a> {
+    pub ready: Readiness,
+    /// The `Ready` condition's `lastTransitionTime`.
+    pub since: Option<&'a str>,
+    /// Tainted `node.kubernetes.io/unreachable`.
+    pub unreachable: bool,
+    /// Tainted `node.kubernetes.io/out-of-service`.
+    pub out_of_service: bool,
+}
+
+impl NodeHealth<'_> {
+    /// Down: its `Ready` condition is not `True`, or it is tainted unreachable.
+    pub fn is_down(&self) -> bool {
+        matches!(self.ready, Readiness::NotReady | Readiness::Unknown) || self.unreachable
+    }
+
+    /// "NotReady since 2026-12-07T10:00:00Z", "unreachable", "Ready".
+    pub fn describe(&self) -> String {
+        let state = match self.ready {
+            Readiness::Ready if self.unreachable => "unreachable",
+            Readiness::Ready => "Ready",
+            Readiness::NotReady => "NotReady",
+            Readiness::Unknown => "NotReady (status Unknown)",
+            Readiness::Missing if self.unreachable => "unreachable",
+            Readiness::Missing => "of unknown readiness",
+        };
+        // `since` is the Ready condition's: it dates NotReady, not a taint.
+        match self.since {
+            Some(t) if matches!(self.ready, Readiness::NotReady | Readiness::Unknown) => {
+                format!("{state} since {t}")
+            }
+            _ => state.to_string(),
+        }
+    }
+}
+
+/// What the view keeps of a Node: its hostname label and its health. A
+/// status update (every ~10 s per node) replaces this one entry and
+/// touches nothing else in the index.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct NodeEntry {
+    /// The `kubernetes.io/hostname` label (`None`: no label).
+    hostname: Option<Box<str>>,
+    ready: Readiness,
+    since: Option<Box<str>>,
+    unreachable: bool,
+    out_of_service: bool,
+}
+
+/// Node name → hostname label and health.
 #[derive(Debug, Default)]
 pub(super) struct NodeTable {
-    hostnames: HashMap<Box<str>, Option<Box<str>>>,
+    nodes: HashMap<Box<str>, NodeEntry>,
 }
 
 impl NodeTable {
@@ -24,34 +105,71 @@ impl NodeTable {
         if node.metadata.name.is_empty() {
             return;
         }
-        let label = node
+        let hostname = node
             .metadata
             .labels
             .get(HOSTNAME_LABEL)
             .map(|h| h.as_str().into());
-        self.hostnames
-            .insert(node.metadata.name.as_str().into(), label);
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        let taints = node.spec.as_ref().map(|s| &s.taints[..]).unwrap_or(&[]);
+        let tainted = |key: &str| taints.iter().any(|t| t.key == key);
+        let entry = NodeEntry {
+            hostname,
+            ready: ready.map_or(Readiness::Missing, |c| Readiness::of(&c.status)),
+            since: ready.and_then(|c| c.last_transition_time.as_deref().map(Into::into)),
+            unreachable: tainted(UNREACHABLE_TAINT),
+            out_of_service: tainted(OUT_OF_SERVICE_TAINT),
+        };
+        match self.nodes.get_mut(node.metadata.name.as_str()) {
+            // Most status updates change only heartbeat times, which are not kept.
+            Some(e) if *e == entry => {}
+            Some(e) => *e = entry,
+            None => {
+                self.nodes.insert(node.metadata.name.as_str().into(), entry);
+            }
+        }
     }
 
     pub(super) fn delete(&mut self, name: &str) {
-        self.hostnames.remove(name);
+        self.nodes.remove(name);
     }
 
     pub(super) fn names(&self) -> Vec<String> {
-        self.hostnames.keys().map(|k| k.to_string()).collect()
+        self.nodes.keys().map(|k| k.to_string()).collect()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.nodes.len()
     }
 
     /// The hostname label of a known node; `None` when the node is unknown
     /// or carries no label (then pins compare with its name).
     pub(super) fn hostname(&self, node: &str) -> Option<&str> {
-        self.hostnames.get(node).and_then(|h| h.as_deref())
+        self.nodes.get(node).and_then(|h| h.hostname.as_deref())
+    }
+
+    /// The health of a known node; `None` when the view does not know it.
+    pub(super) fn health(&self, node: &str) -> Option<NodeHealth<'_>> {
+        self.nodes.get(node).map(|e| NodeHealth {
+            ready: e.ready,
+            since: e.since.as_deref(),
+            unreachable: e.unreachable,
+            out_of_service: e.out_of_service,
+        })
     }
 
     pub(super) fn dump(&self, out: &mut Vec<String>) {
-        for (name, h) in &self.hostnames {
+        for (name, e) in &self.nodes {
             out.push(format!(
-                "node {name} hostname={}",
-                h.as_deref().unwrap_or("-")
+                "node {name} hostname={} ready={:?} since={} unreachable={} out-of-service={}",
+                e.hostname.as_deref().unwrap_or("-"),
+                e.ready,
+                e.since.as_deref().unwrap_or("-"),
+                e.unreachable,
+                e.out_of_service
             ));
         }
     }

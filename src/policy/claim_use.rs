@@ -6,7 +6,7 @@
 use super::message::pods_at;
 use super::pin::{hostname_of, Pin};
 use super::{Rule, ALLOW_SHARED_WRITERS};
-use crate::cluster::{AccessModes, ClusterView, Consumer};
+use crate::cluster::{AccessModes, Attachment, ClusterView, Consumer, OUT_OF_SERVICE_TAINT};
 
 /// The pod being judged, as far as one claim goes.
 #[derive(Clone, Copy)]
@@ -31,8 +31,12 @@ pub struct ClaimFinding<'a> {
 
 /// Judge `user`'s use of `claim` (effective modes `modes`) against `others`:
 /// every other pod that uses the claim, terminating or not, never the user
-/// itself. At most one rule fires per claim.
+/// itself; and against where the claim's volume is attached. At most one
+/// rule fires per claim, in the contract's order: `rwop-exclusive`,
+/// `rwo-cross-node`, `rwo-stuck-attachment`, `rwop-terminating-holder`,
+/// `rwo-shared-writer`, `rwo-readonly-placement`.
 pub fn judge<'a>(
+    namespace: &str,
     claim: &str,
     modes: AccessModes,
     user: &ClaimUser<'_>,
@@ -57,6 +61,9 @@ pub fn judge<'a>(
                 pods_at(&active)
             );
             return finding(Rule::RwopExclusive, active, text);
+        }
+        if let Some(text) = stuck_attachment(namespace, claim, modes, user, view) {
+            return finding(Rule::RwoStuckAttachment, Vec::new(), text);
         }
         if !terminating.is_empty() {
             let text = format!(
@@ -83,6 +90,9 @@ pub fn judge<'a>(
             if blocked.len() == 1 { first.name } else { "those pods" }
         );
         return finding(Rule::RwoCrossNode, blocked, text);
+    }
+    if let Some(text) = stuck_attachment(namespace, claim, modes, user, view) {
+        return finding(Rule::RwoStuckAttachment, Vec::new(), text);
     }
     if user.read_only {
         // A read-only mount still attaches the volume: elsewhere than the
@@ -120,4 +130,59 @@ pub fn judge<'a>(
         pods_at(&writers)
     );
     finding(Rule::RwoSharedWriter, writers, text)
+}
+
+/// `rwo-stuck-attachment`: the claim's volume is stuck on node A (A is down
+/// and not declared out of service, or its detach fails) and the pod is not
+/// pinned to A. Kubernetes refuses to attach the volume anywhere else until
+/// it is detached, so the pod hangs in ContainerCreating with a Multi-Attach
+/// error. A pod pinned to A gets nothing: it waits for A itself.
+fn stuck_attachment(
+    namespace: &str,
+    claim: &str,
+    modes: AccessModes,
+    user: &ClaimUser<'_>,
+    view: &dyn ClusterView,
+) -> Option<String> {
+    let attachments = view.attachments(namespace, claim);
+    let a = attachments
+        .iter()
+        .find(|a| a.is_stuck() && !user.pin.only(a.node))?;
+    Some(stuck_attachment_text(claim, modes, a))
+}
+
+/// The message of a stuck attachment, with the command that releases it.
+pub fn stuck_attachment_text(claim: &str, modes: AccessModes, a: &Attachment<'_>) -> String {
+    let mode = if modes.is_rwop() {
+        "ReadWriteOncePod"
+    } else {
+        "ReadWriteOnce"
+    };
+    let (node, volume) = (a.node, &a.volume);
+    match (a.detach_error, a.node_health) {
+        (Some(err), health) => {
+            let down = health
+                .filter(|h| h.is_down())
+                .map(|h| format!(" ({})", h.describe()))
+                .unwrap_or_default();
+            format!(
+                "PersistentVolumeClaim \"{claim}\" is {mode} and its volume {volume} is still attached to node {node}{down}, whose detach fails: {}; this pod hangs until it is detached: kubectl describe volumeattachment {}",
+                short(err, 80),
+                a.name
+            )
+        }
+        (None, health) => format!(
+            "PersistentVolumeClaim \"{claim}\" is {mode} and its volume {volume} is still attached to node {node}, {}; this pod hangs until it is detached: if {node} is shut down, kubectl taint node {node} {OUT_OF_SERVICE_TAINT}=nodeshutdown:NoExecute",
+            health.map(|h| h.describe()).unwrap_or_else(|| "down".into())
+        ),
+    }
+}
+
+/// At most `max` characters of a one-line text, cut at a character boundary.
+fn short(text: &str, max: usize) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &one[..i]),
+        None => one,
+    }
 }

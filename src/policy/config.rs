@@ -13,6 +13,10 @@ pub enum Rule {
     RwoCrossNode,
     RwoSharedWriter,
     RwoReadOnlyPlacement,
+    /// A new pod would wait for a volume stuck on a dead node (or failing to detach).
+    RwoStuckAttachment,
+    /// Audit only: a stuck attachment of a single-node or RWOP volume.
+    StaleAttachment,
     WorkloadRwopReplicas,
     WorkloadRwoReplicas,
     RolloutDeadlock,
@@ -24,12 +28,14 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 12] = [
         Rule::RwopExclusive,
         Rule::RwopTerminatingHolder,
         Rule::RwoCrossNode,
         Rule::RwoSharedWriter,
         Rule::RwoReadOnlyPlacement,
+        Rule::RwoStuckAttachment,
+        Rule::StaleAttachment,
         Rule::WorkloadRwopReplicas,
         Rule::WorkloadRwoReplicas,
         Rule::RolloutDeadlock,
@@ -44,6 +50,8 @@ impl Rule {
             Rule::RwoCrossNode => "rwo-cross-node",
             Rule::RwoSharedWriter => "rwo-shared-writer",
             Rule::RwoReadOnlyPlacement => "rwo-readonly-placement",
+            Rule::RwoStuckAttachment => "rwo-stuck-attachment",
+            Rule::StaleAttachment => "stale-attachment",
             Rule::WorkloadRwopReplicas => "workload-rwop-replicas",
             Rule::WorkloadRwoReplicas => "workload-rwo-replicas",
             Rule::RolloutDeadlock => "rollout-deadlock",
@@ -289,6 +297,8 @@ mod tests {
             Rule::RwopTerminatingHolder,
             Rule::RwoSharedWriter,
             Rule::RwoReadOnlyPlacement,
+            Rule::RwoStuckAttachment,
+            Rule::StaleAttachment,
             Rule::WorkloadRwoReplicas,
             Rule::RolloutDeadlock,
             Rule::PvcModeUnsupported,

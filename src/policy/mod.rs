@@ -9,7 +9,7 @@ mod pin;
 mod rules;
 mod scale;
 
-pub use claim_use::{judge as judge_claim_use, ClaimFinding, ClaimUser};
+pub use claim_use::{judge as judge_claim_use, stuck_attachment_text, ClaimFinding, ClaimUser};
 pub use config::{
     Action, Mode, OnLookupError, Policy, PolicyError, Rule,
     DEFAULT_BLOCK_MULTI_WRITER_PROVISIONERS, DEFAULT_BLOCK_ONLY_PROVISIONERS,

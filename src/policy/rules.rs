@@ -115,7 +115,7 @@ pub fn pod(
             read_only,
             allow_shared_writers: allow_shared,
         };
-        if let Some(f) = claim_use::judge(claim, modes, &user, &others, view) {
+        if let Some(f) = claim_use::judge(ns, claim, modes, &user, &others, view) {
             out.push(RawFinding::new(f.rule, claim, f.text));
         }
     }

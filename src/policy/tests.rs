@@ -1048,7 +1048,23 @@ fn every_rule_message_fits() {
     }
     let mut term = existing[2].clone();
     term["metadata"]["deletionTimestamp"] = json!("x");
+    // A claim whose volume is stuck on a dead node, every name at its longest.
+    let (claim_stuck, volume, dead) = (
+        long('s'),
+        format!("{}{}", long('v'), long('w')),
+        format!("{}.{}", long('k'), long('l')),
+    );
+    existing.extend([
+        bound(pvc(&claim_stuck, &["ReadWriteOnce"]), &volume),
+        pv(&volume, &["ReadWriteOnce"]),
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": dead},
+               "status": {"conditions": [{"type": "Ready", "status": "Unknown", "lastTransitionTime": "2026-12-07T10:00:00Z"}]}}),
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment", "metadata": {"name": format!("{}{}{}", long('a'), long('b'), long('c'))},
+               "spec": {"attacher": "x", "nodeName": dead, "source": {"persistentVolumeName": volume}},
+               "status": {"attached": true}}),
+    ]);
     let objects = vec![
+        pod(&long('u'), &[(&claim_stuck, false)]),
         on(
             pod(
                 &long('b'),
@@ -1107,7 +1123,11 @@ fn every_rule_message_fits() {
             assert!(w.len() < 256, "{w}");
         }
     }
-    for r in Rule::ALL {
+    // stale-attachment is the audit's alone.
+    for r in Rule::ALL
+        .into_iter()
+        .filter(|r| *r != Rule::StaleAttachment)
+    {
         assert!(
             seen.contains(r.id()),
             "rule {} never fired in this test",
@@ -1217,4 +1237,5 @@ fn lookup_errors_are_never_pre_existing() {
     assert!(!v.allowed, "{v:#?}");
 }
 
+mod attachments;
 mod fidelity;

@@ -275,6 +275,7 @@ mod tests {
             "StorageClass",
             "Namespace",
             "Node",
+            "VolumeAttachment",
             "Deployment",
             "ReplicaSet",
             "ReplicationController",

@@ -112,6 +112,9 @@ struct AppState {
     require_client_cert: bool,
     /// `claimguard_ready`, set at each scrape: what `/readyz` would answer.
     ready: prometheus_client::metrics::gauge::Gauge,
+    /// `claimguard_stuck_attachments`, counted at each scrape: node status
+    /// updates (hundreds a second in a large cluster) then cost nothing.
+    stuck_attachments: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A server started by [`start`]: its address and the means to stop it.
@@ -223,6 +226,12 @@ pub async fn start_with_metrics(
         "1 when this replica answers /readyz with 200 (cluster view synced, not shutting down)",
         ready.clone(),
     );
+    let stuck_attachments = prometheus_client::metrics::gauge::Gauge::default();
+    metrics.register(
+        "claimguard_stuck_attachments",
+        "VolumeAttachments of ReadWriteOnce/ReadWriteOncePod volumes stuck on a node that is down (not out-of-service) or failing to detach",
+        stuck_attachments.clone(),
+    );
     let state = web::Data::new(AppState {
         engine,
         metrics: Arc::clone(&metrics),
@@ -231,6 +240,7 @@ pub async fn start_with_metrics(
         shutting_down: Arc::clone(&shutting_down),
         require_client_cert: client_ca.is_some(),
         ready,
+        stuck_attachments,
     });
     let metrics_server = match config.metrics_listen {
         Some(listen) => Some(start_metrics_listener(listen, state.clone())?),
@@ -746,6 +756,8 @@ fn start_metrics_listener(
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     state.ready.set(i64::from(not_ready(&state).is_none()));
+    let stuck = state.engine.cluster().read().stuck_attachments().len();
+    state.stuck_attachments.set(stuck as i64);
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, metrics::CONTENT_TYPE))
         .body(state.metrics.encode())

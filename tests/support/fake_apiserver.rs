@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server for tests: plain HTTP on 127.0.0.1, list (paged) and
 //! watch (chunked, newline-delimited events, replayed from a history) for pods,
-//! persistentvolumeclaims, persistentvolumes, storageclasses and namespaces, plus
+//! persistentvolumeclaims, persistentvolumes, storageclasses, namespaces, nodes and
+//! volumeattachments, plus
 //! single-object GET. It speaks what kube-runtime's `watcher` sends: `limit`/`continue`
 //! on lists, `watch=true&resourceVersion=N&allowWatchBookmarks=true&timeoutSeconds=S`
 //! on watches.
@@ -38,16 +39,18 @@ pub enum Kind {
     StorageClass,
     Namespace,
     Node,
+    VolumeAttachment,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Pod,
         Kind::Pvc,
         Kind::Pv,
         Kind::StorageClass,
         Kind::Namespace,
         Kind::Node,
+        Kind::VolumeAttachment,
     ];
 
     pub fn plural(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Kind {
             Kind::StorageClass => "storageclasses",
             Kind::Namespace => "namespaces",
             Kind::Node => "nodes",
+            Kind::VolumeAttachment => "volumeattachments",
         }
     }
 
@@ -69,12 +73,13 @@ impl Kind {
             Kind::StorageClass => "StorageClass",
             Kind::Namespace => "Namespace",
             Kind::Node => "Node",
+            Kind::VolumeAttachment => "VolumeAttachment",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::StorageClass => "storage.k8s.io/v1",
+            Kind::StorageClass | Kind::VolumeAttachment => "storage.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -716,9 +721,9 @@ fn parse_path(path: &str) -> Option<Target> {
         ["api", "v1", "namespaces", name] => (Kind::Namespace, None, Some(name.to_string())),
         ["api", "v1", plural] => (Kind::from_plural(plural)?, None, None),
         ["api", "v1", plural, name] => (Kind::from_plural(plural)?, None, Some(name.to_string())),
-        ["apis", "storage.k8s.io", "v1", "storageclasses"] => (Kind::StorageClass, None, None),
-        ["apis", "storage.k8s.io", "v1", "storageclasses", name] => {
-            (Kind::StorageClass, None, Some(name.to_string()))
+        ["apis", "storage.k8s.io", "v1", plural] => (Kind::from_plural(plural)?, None, None),
+        ["apis", "storage.k8s.io", "v1", plural, name] => {
+            (Kind::from_plural(plural)?, None, Some(name.to_string()))
         }
         _ => return None,
     };
@@ -729,7 +734,7 @@ fn parse_path(path: &str) -> Option<Target> {
     if name.is_some() && namespace.is_none() && kind.namespaced() {
         return None;
     }
-    if matches!(kind, Kind::StorageClass) != segs.first().is_some_and(|s| *s == "apis") {
+    if (kind.api_version() != "v1") != segs.first().is_some_and(|s| *s == "apis") {
         return None;
     }
     Some(Target {

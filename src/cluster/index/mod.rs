@@ -7,6 +7,7 @@
 //! Namespace, node, claim and class names are interned: thousands of pods
 //! share one allocation for "default" or "worker-1".
 
+use super::nodes::NodeHealth;
 use super::{AccessModes, ClaimFacts, ClusterView, LookupError, NamespaceMode, StorageClassFacts};
 use crate::objects::{self, Kind, Object};
 use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashSet, HashTable};
@@ -16,7 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the index keeps of a pod.
+mod attachments;
 mod claims;
 mod keys;
 mod slab;
@@ -24,6 +25,8 @@ mod slots;
 mod uid;
 mod volumes;
 
+pub use self::attachments::Attachment;
+use self::attachments::AttachmentTable;
 use self::claims::*;
 use self::keys::*;
 use self::slab::*;
@@ -32,6 +35,7 @@ pub use self::uid::PodUid;
 use self::uid::*;
 use self::volumes::*;
 
+/// What the index keeps of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodProjection {
     pub namespace: String,
@@ -118,8 +122,10 @@ pub struct ClusterState {
     /// reservation to the first one's queue entry.
     reservation_deadlines: HashMap<Key, Instant>,
     removals_since_gc: usize,
-    /// Node name → `kubernetes.io/hostname` label.
+    /// Node name → `kubernetes.io/hostname` label and health.
     nodes: super::nodes::NodeTable,
+    /// Where each PersistentVolume is attached.
+    attachments: AttachmentTable,
     /// Hostname pins of unscheduled pods, by slab slot (rare: most pods are
     /// scheduled, and their node is their pin).
     pins: HashMap<u32, Box<objects::PodSpec>>,
@@ -645,6 +651,80 @@ impl ClusterState {
         self.nodes.names()
     }
 
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    // ---- volume attachments -------------------------------------------------
+
+    pub fn apply_volume_attachment(&mut self, va: &objects::VolumeAttachment) {
+        let Some(spec) = va.spec.as_ref() else { return };
+        if attachments::key_of(va).is_none() {
+            return;
+        }
+        let node = self.intern(&spec.node_name);
+        self.attachments.apply(va, node);
+    }
+
+    /// `volume` is the attachment's PersistentVolume (its key in the index).
+    pub fn delete_volume_attachment(&mut self, volume: &str, name: &str) {
+        self.attachments.delete(volume, name);
+    }
+
+    /// (volume, name) of every attachment.
+    pub fn volume_attachment_keys(&self) -> Vec<(String, String)> {
+        self.attachments.keys()
+    }
+
+    pub fn volume_attachment_count(&self) -> usize {
+        self.attachments.len()
+    }
+
+    fn with_health<'a>(&'a self, mut a: Attachment<'a>) -> Attachment<'a> {
+        a.node_health = self.nodes.health(a.node);
+        a
+    }
+
+    /// Every stuck attachment of a ReadWriteOncePod or single-node volume,
+    /// with the claim bound to it when the index knows one: what the audit
+    /// reports as `stale-attachment` and `serve` counts in a gauge. O(attachments).
+    pub fn stuck_attachments(&self) -> Vec<(Attachment<'_>, AccessModes, Option<(&str, &str)>)> {
+        let mut stuck: Vec<(VolumeRef<'_>, Attachment<'_>)> = self
+            .attachments
+            .all()
+            .map(|(v, a)| (v, self.with_health(a)))
+            .filter(|(_, a)| a.is_stuck())
+            .collect();
+        if stuck.is_empty() {
+            return Vec::new();
+        }
+        // Volume -> bound claim, only for the few stuck volumes.
+        let wanted: HashSet<VolumeName> = stuck.iter().map(|(v, _)| (*v).into()).collect();
+        let mut bound: HashMap<String, (&str, &str, AccessModes)> = HashMap::new();
+        for (k, c) in self.claims.iter() {
+            let Some(pvc) = &c.pvc else { continue };
+            let Some(v) = pvc.volume() else { continue };
+            if wanted.contains(&v) {
+                bound.insert(v.to_string(), (&*k.ns, &*k.name, pvc.modes()));
+            }
+        }
+        stuck.sort_by(|a, b| (&a.1.volume, &a.1.name).cmp(&(&b.1.volume, &b.1.name)));
+        stuck
+            .into_iter()
+            .filter_map(|(v, a)| {
+                let claim = bound.get(&a.volume);
+                let modes = self
+                    .volumes
+                    .get(&v)
+                    .filter(|m| !m.is_empty())
+                    .copied()
+                    .or(claim.map(|c| c.2))?;
+                (modes.is_rwop() || modes.is_single_node())
+                    .then(|| (a, modes, claim.map(|c| (c.0, c.1))))
+            })
+            .collect()
+    }
+
     /// A workload of the snapshot (or admitted since), for a scale request.
     pub fn workload(&self, kind: Kind, namespace: &str, name: &str) -> Option<&objects::Workload> {
         self.workloads.get(kind, namespace, name)
@@ -663,6 +743,7 @@ impl ClusterState {
             Object::StorageClass(s) => self.apply_storage_class(s),
             Object::Namespace(n) => self.apply_namespace(n),
             Object::Node(n) => self.apply_node(n),
+            Object::VolumeAttachment(v) => self.apply_volume_attachment(v),
             Object::Workload(k, w) => self.workloads.apply(*k, w),
         }
     }
@@ -672,6 +753,7 @@ impl ClusterState {
     pub fn canonical_dump(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.nodes.dump(&mut out);
+        self.attachments.dump(&mut out);
         for (slot, p) in self.pods.iter().enumerate() {
             let Some(p) = p else { continue };
             if let Some(pin) = self.pins.get(&(slot as u32)) {
@@ -815,6 +897,29 @@ impl ClusterView for ClusterState {
 
     fn node_hostname(&self, node: &str) -> Option<&str> {
         self.nodes.hostname(node)
+    }
+
+    fn node_health(&self, node: &str) -> Option<NodeHealth<'_>> {
+        self.nodes.health(node)
+    }
+
+    fn attachments(&self, namespace: &str, claim: &str) -> Vec<Attachment<'_>> {
+        let Some(volume) = self
+            .claims
+            .get(&KeyRef {
+                ns: namespace,
+                name: claim,
+            })
+            .and_then(|c| c.pvc.as_ref())
+            .and_then(|p| p.volume())
+        else {
+            return Vec::new();
+        };
+        self.attachments
+            .of_volume(volume)
+            .into_iter()
+            .map(|a| self.with_health(a))
+            .collect()
     }
 
     fn namespace_colocates(&self, namespace: &str) -> Result<bool, LookupError> {
