@@ -245,6 +245,7 @@ fn lists_from_fixture() -> HashMap<String, Vec<Value>> {
         "/api/v1/persistentvolumes",
         "/api/v1/pods",
         "/api/v1/nodes",
+        "/apis/storage.k8s.io/v1/volumeattachments",
         "/api/v1/persistentvolumeclaims",
         "/apis/apps/v1/deployments",
         "/apis/apps/v1/statefulsets",
@@ -263,6 +264,7 @@ fn lists_from_fixture() -> HashMap<String, Vec<Value>> {
             "PersistentVolume" => "/api/v1/persistentvolumes",
             "Pod" => "/api/v1/pods",
             "Node" => "/api/v1/nodes",
+            "VolumeAttachment" => "/apis/storage.k8s.io/v1/volumeattachments",
             "PersistentVolumeClaim" => "/api/v1/persistentvolumeclaims",
             "Deployment" => "/apis/apps/v1/deployments",
             "StatefulSet" => "/apis/apps/v1/statefulsets",
@@ -416,7 +418,7 @@ async fn reports_are_created_updated_and_deleted_never_duplicated() {
     //    leaves nothing, so the last report goes too.
     let quiet = Arc::new(
         Policy::parse(
-            "rules: {rwop-exclusive: off, rwop-terminating-holder: off, rwo-cross-node: off, rwo-shared-writer: off, rwo-readonly-placement: off, workload-rwop-replicas: off, workload-rwo-replicas: off, rollout-deadlock: off, pvc-mode-unsupported: off, claim-not-found: off}",
+            "rules: {rwop-exclusive: off, rwop-terminating-holder: off, rwo-cross-node: off, rwo-shared-writer: off, rwo-readonly-placement: off, rwo-stuck-attachment: off, stale-attachment: off, workload-rwop-replicas: off, workload-rwo-replicas: off, rollout-deadlock: off, pvc-mode-unsupported: off, claim-not-found: off}",
         )
         .unwrap(),
     );

@@ -93,6 +93,21 @@ fn seed(server: &FakeApiServer) {
             k8s::node(&format!("node-{i}.lab.local"), &format!("node-{i}")),
         );
     }
+    // Where the volumes are attached; one node has died with its volumes on it.
+    for i in 0..12 {
+        server.add(
+            Kind::VolumeAttachment,
+            k8s::volume_attachment(
+                &format!("csi-{:064x}", i),
+                &format!("pv-{i}"),
+                &format!("node-{}.lab.local", i % 4),
+                true,
+            ),
+        );
+    }
+    server.update(Kind::Node, "", "node-3.lab.local", |n| {
+        k8s::set_node_lost(n, "2026-12-07T10:00:40Z")
+    });
     for i in 0..20 {
         let ns = if i % 2 == 0 { "team-a" } else { "team-b" };
         let claim = format!("data-{}", i % 12);
@@ -133,6 +148,7 @@ async fn happy_path_paged_lists_then_watch_events() {
     assert_eq!(server.list_calls(Kind::StorageClass), 1);
     assert_eq!(server.list_calls(Kind::Namespace), 1);
     assert_eq!(server.list_calls(Kind::Node), 1);
+    assert_eq!(server.list_calls(Kind::VolumeAttachment), 2);
     {
         use claimguard::cluster::ClusterView;
         let st = cluster.read();
@@ -208,6 +224,32 @@ async fn happy_path_paged_lists_then_watch_events() {
     });
     server.delete(Kind::Node, "", "node-0.lab.local");
     converge(&cluster, &server).await;
+    // Attachments come and go; a node dies and its volumes stay attached to it.
+    server.add(
+        Kind::VolumeAttachment,
+        k8s::volume_attachment("csi-fresh", "pv-fresh", "node-2.lab.local", false),
+    );
+    server.update(Kind::VolumeAttachment, "", "csi-fresh", |v| {
+        v["status"]["attached"] = true.into();
+    });
+    converge(&cluster, &server).await;
+    let stuck_before = cluster.read().stuck_attachments().len();
+    server.update(Kind::Node, "", "node-2.lab.local", |n| {
+        k8s::set_node_lost(n, "2026-12-07T11:00:00Z")
+    });
+    converge(&cluster, &server).await;
+    assert!(cluster.read().stuck_attachments().len() > stuck_before);
+    server.update(
+        Kind::VolumeAttachment,
+        "",
+        &format!("csi-{:064x}", 1),
+        |v| {
+            v["metadata"]["deletionTimestamp"] = "2026-12-07T11:01:00Z".into();
+            v["status"]["detachError"] = serde_json::json!({"message": "rpc error: busy"});
+        },
+    );
+    server.delete(Kind::VolumeAttachment, "", &format!("csi-{:064x}", 2));
+    converge(&cluster, &server).await;
     {
         use claimguard::cluster::ClusterView;
         let st = cluster.read();
@@ -219,7 +261,7 @@ async fn happy_path_paged_lists_then_watch_events() {
     assert_eq!(handle.watch_restarts(), 0);
     assert_eq!(
         server.total_list_calls(),
-        10,
+        12,
         "no re-list on the happy path"
     );
 }
@@ -275,8 +317,8 @@ async fn dropped_and_cut_watches_resume_without_relisting() {
     converge(&cluster, &server).await;
     let lists = server.total_list_calls();
 
-    wait_for("six watches open", || server.open_watches() == 6).await;
-    assert_eq!(server.drop_watches(), 6);
+    wait_for("seven watches open", || server.open_watches() == 7).await;
+    assert_eq!(server.drop_watches(), 7);
     // Changes while the client reconnects: replayed from the history on resume.
     server.delete(Kind::Pod, "team-a", "app-0");
     server.update(Kind::Pod, "team-a", "app-2", |p| k8s::set_node(p, "node-7"));
@@ -286,7 +328,7 @@ async fn dropped_and_cut_watches_resume_without_relisting() {
     });
     converge(&cluster, &server).await;
 
-    wait_for("watches reopened", || server.open_watches() == 6).await;
+    wait_for("watches reopened", || server.open_watches() == 7).await;
     server.abort_watches();
     server.delete(Kind::Pod, "team-b", "app-3");
     server.add(
@@ -301,7 +343,7 @@ async fn dropped_and_cut_watches_resume_without_relisting() {
     );
     server.delete(Kind::Pv, "", "pv-4");
     converge(&cluster, &server).await;
-    wait_for("watches reopened after cut", || server.open_watches() == 6).await;
+    wait_for("watches reopened after cut", || server.open_watches() == 7).await;
     assert_eq!(
         server.total_list_calls(),
         lists,
@@ -316,7 +358,7 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     let (cluster, handle) = start_live(&server).await;
     wait_for("synced", || cluster.is_synced()).await;
     converge(&cluster, &server).await;
-    wait_for("six watches open", || server.open_watches() == 6).await;
+    wait_for("seven watches open", || server.open_watches() == 7).await;
     let lists = server.total_list_calls();
 
     // The API server becomes unreachable; meanwhile objects of every kind are deleted,
@@ -346,6 +388,26 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     );
     server.delete(Kind::Pvc, "team-a", "data-2");
     server.delete(Kind::Pv, "", "pv-2");
+    // Attachments: one detached (gone), one moved on, a dead node comes back.
+    server.delete(Kind::VolumeAttachment, "", &format!("csi-{:064x}", 2));
+    server.update(
+        Kind::VolumeAttachment,
+        "",
+        &format!("csi-{:064x}", 5),
+        |v| {
+            v["metadata"]["deletionTimestamp"] = "2026-12-07T11:01:00Z".into();
+        },
+    );
+    server.add(
+        Kind::VolumeAttachment,
+        k8s::volume_attachment("during-outage", "pv-during", "node-1.lab.local", true),
+    );
+    server.update(Kind::Node, "", "node-3.lab.local", |n| {
+        n["spec"]["taints"] = serde_json::json!([]);
+        for c in n["status"]["conditions"].as_array_mut().unwrap() {
+            c["status"] = "True".into();
+        }
+    });
     server.delete(Kind::StorageClass, "", "efs");
     server.delete(Kind::Namespace, "", "kube-system");
     server.update(Kind::Namespace, "", "team-a", |n| {
@@ -365,7 +427,7 @@ async fn outage_then_410_relists_and_removes_ghosts() {
     assert!(cluster.is_synced());
 
     // And the view keeps following events after the re-list.
-    wait_for("watches reopened", || server.open_watches() == 6).await;
+    wait_for("watches reopened", || server.open_watches() == 7).await;
     server.delete(Kind::Pod, "team-b", "during-outage");
     server.add(
         Kind::Pvc,
@@ -380,17 +442,17 @@ async fn forced_410_on_resume_relists() {
     seed(&server);
     let (cluster, handle) = start_live(&server).await;
     wait_for("synced", || cluster.is_synced()).await;
-    wait_for("six watches open", || server.open_watches() == 6).await;
+    wait_for("seven watches open", || server.open_watches() == 7).await;
     let lists = server.total_list_calls();
-    server.gone_next_watches(6);
+    server.gone_next_watches(7);
     server.drop_watches();
     server.delete(Kind::Pod, "team-a", "app-12");
     server.add(Kind::Namespace, k8s::namespace("team-c", &[]));
     converge(&cluster, &server).await;
-    wait_for("six 410s", || server.gone_sent() == 6).await;
-    wait_for("re-lists", || server.total_list_calls() >= lists + 6).await;
+    wait_for("seven 410s", || server.gone_sent() == 7).await;
+    wait_for("re-lists", || server.total_list_calls() >= lists + 7).await;
     converge(&cluster, &server).await;
-    assert_eq!(handle.watch_restarts(), 6);
+    assert_eq!(handle.watch_restarts(), 7);
 }
 
 /// A list interrupted between pages (continue token expired) starts over; the objects
@@ -408,7 +470,7 @@ async fn list_interrupted_between_pages_starts_over() {
     assert_eq!(handle.watch_restarts(), 2);
 
     // A later re-list interrupted mid-way, after deletions the watch never delivered.
-    wait_for("six watches open", || server.open_watches() == 6).await;
+    wait_for("seven watches open", || server.open_watches() == 7).await;
     server.partition();
     for i in [1, 3, 5, 13, 15] {
         server.delete(Kind::Pod, "team-b", &format!("app-{i}"));

@@ -241,6 +241,12 @@ pub const MAX_RESULTS_PER_REPORT: usize = 2000;
 pub fn policy_report_objects(report: &AuditReport, now: SystemTime) -> Vec<Value> {
     let mut per_ns: BTreeMap<&str, Vec<&Violation>> = BTreeMap::new();
     for v in &report.violations {
+        // A stale attachment of a volume no claim is bound to has no
+        // namespace: it belongs in a ClusterPolicyReport, which claimguard
+        // does not write; `claimguard audit` still lists it.
+        if v.namespace.is_empty() {
+            continue;
+        }
         per_ns.entry(&v.namespace).or_default().push(v);
     }
     let ts = timestamp(now);

@@ -395,6 +395,9 @@ impl FakeApiServer {
         for v in self.objects(Kind::Node) {
             st.apply_node(&from::<objects::Node>(v));
         }
+        for v in self.objects(Kind::VolumeAttachment) {
+            st.apply_volume_attachment(&from::<objects::VolumeAttachment>(v));
+        }
         st
     }
 

@@ -204,8 +204,62 @@ pub fn node(name: &str, hostname: &str) -> Value {
         "status": {
             "addresses": [{"type": "InternalIP", "address": "10.0.0.11"}, {"type": "Hostname", "address": hostname}],
             "capacity": {"cpu": "4", "memory": "16318892Ki", "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": "2026-12-07T09:59:50Z",
+                 "lastTransitionTime": "2026-12-01T08:00:00Z", "reason": "KubeletHasSufficientMemory"},
+                {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-07T09:59:50Z",
+                 "lastTransitionTime": "2026-12-01T08:00:00Z", "reason": "KubeletReady",
+                 "message": "kubelet is posting ready status"}],
+            "images": [{"names": ["registry.k8s.io/pause@sha256:7031c1b283388d2c2e09b57badb803c05ebed362dc88d84b480cc47f72a21097", "registry.k8s.io/pause:3.10"], "sizeBytes": 320368}],
             "nodeInfo": {"kubeletVersion": "v1.33.1", "osImage": "Ubuntu 24.04 LTS"}
+        }
+    })
+}
+
+/// A node that stopped posting status, as the node lifecycle controller
+/// leaves it: Ready `Unknown` since `since`, tainted unreachable.
+pub fn set_node_lost(node: &mut Value, since: &str) {
+    for c in node["status"]["conditions"].as_array_mut().unwrap() {
+        c["status"] = json!("Unknown");
+        c["reason"] = json!("NodeStatusUnknown");
+        c["message"] = json!("Kubelet stopped posting node status.");
+        c["lastTransitionTime"] = json!(since);
+    }
+    node["spec"]["taints"] = json!([
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": since},
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": since}
+    ]);
+}
+
+/// A heartbeat: what most Node updates are (nothing the index keeps changes).
+pub fn set_node_heartbeat(node: &mut Value, at: &str) {
+    for c in node["status"]["conditions"].as_array_mut().unwrap() {
+        c["lastHeartbeatTime"] = json!(at);
+    }
+}
+
+/// A `storage.k8s.io/v1` VolumeAttachment as the attach/detach controller
+/// writes it for a CSI volume.
+pub fn volume_attachment(name: &str, pv: &str, node: &str, attached: bool) -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "VolumeAttachment",
+        "metadata": {
+            "name": name,
+            "uid": "8d5c1a2e-0000-4000-8000-00000000000a",
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-12-01T08:10:00Z",
+            "annotations": {"csi.alpha.kubernetes.io/node-id": format!("i-{node}")},
+            "finalizers": ["external-attacher/ebs-csi-aws-com"]
+        },
+        "spec": {
+            "attacher": "ebs.csi.aws.com",
+            "nodeName": node,
+            "source": {"persistentVolumeName": pv}
+        },
+        "status": {
+            "attached": attached,
+            "attachmentMetadata": {"devicePath": "/dev/xvdaa"}
         }
     })
 }
