@@ -394,6 +394,10 @@ fn rbac_is_read_only_except_events() {
             ("storage.k8s.io", "storageclasses"),
             set(&["get", "list", "watch"]),
         ),
+        (
+            ("storage.k8s.io", "volumeattachments"),
+            set(&["get", "list", "watch"]),
+        ),
         (("", "events"), set(&["create", "patch"])),
         (("events.k8s.io", "events"), set(&["create", "patch"])),
         (("apps", "deployments"), set(&["get"])),
@@ -440,6 +444,7 @@ fn rbac_is_read_only_except_events() {
         ("", "namespaces"),
         ("", "nodes"),
         ("storage.k8s.io", "storageclasses"),
+        ("storage.k8s.io", "volumeattachments"),
     ] {
         assert_eq!(
             granted.get(&(g.to_string(), r.to_string())),

@@ -425,7 +425,7 @@ fn stale_attachment_text(
         format!("kubectl describe volumeattachment {}", a.name)
     } else {
         format!(
-            "if {node} is shut down, kubectl taint node {node} {}=nodeshutdown:NoExecute",
+            "if {node} is shut down, kubectl taint node {node} {}:NoExecute",
             crate::cluster::OUT_OF_SERVICE_TAINT
         )
     };

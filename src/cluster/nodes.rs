@@ -67,7 +67,8 @@ impl NodeHealth<'_> {
             Readiness::Ready if self.unreachable => "unreachable",
             Readiness::Ready => "Ready",
             Readiness::NotReady => "NotReady",
-            Readiness::Unknown => "NotReady (status Unknown)",
+            // The node controller lost the kubelet: to a user, NotReady.
+            Readiness::Unknown => "NotReady",
             Readiness::Missing if self.unreachable => "unreachable",
             Readiness::Missing => "of unknown readiness",
         };

@@ -3,7 +3,7 @@
 //! admits; the audit calls it for every existing pod against the others. One
 //! function, so the two cannot drift.
 
-use super::message::pods_at;
+use super::message::{pods_at, MAX_WARNING_CHARS};
 use super::pin::{hostname_of, Pin};
 use super::{Rule, ALLOW_SHARED_WRITERS};
 use crate::cluster::{AccessModes, Attachment, ClusterView, Consumer, OUT_OF_SERVICE_TAINT};
@@ -151,30 +151,50 @@ fn stuck_attachment(
     Some(stuck_attachment_text(claim, modes, a))
 }
 
-/// The message of a stuck attachment, with the command that releases it.
+/// The message of a stuck attachment, with the command that releases it
+/// after the last `; ` (what a long warning keeps whole). It names the
+/// volume only when the warning still fits the API server's 256 bytes with
+/// it: the claim, the node, its state and the command come first.
 pub fn stuck_attachment_text(claim: &str, modes: AccessModes, a: &Attachment<'_>) -> String {
     let mode = if modes.is_rwop() {
         "ReadWriteOncePod"
     } else {
         "ReadWriteOnce"
     };
-    let (node, volume) = (a.node, &a.volume);
-    match (a.detach_error, a.node_health) {
-        (Some(err), health) => {
-            let down = health
+    let node = a.node;
+    let (state, fix) = match a.detach_error {
+        Some(err) => {
+            let down = a
+                .node_health
                 .filter(|h| h.is_down())
                 .map(|h| format!(" ({})", h.describe()))
                 .unwrap_or_default();
-            format!(
-                "PersistentVolumeClaim \"{claim}\" is {mode} and its volume {volume} is still attached to node {node}{down}, whose detach fails: {}; this pod hangs until it is detached: kubectl describe volumeattachment {}",
-                short(err, 80),
-                a.name
+            (
+                format!("{down}, whose detach fails: {}", short(err, 60)),
+                format!("kubectl describe volumeattachment {}", a.name),
             )
         }
-        (None, health) => format!(
-            "PersistentVolumeClaim \"{claim}\" is {mode} and its volume {volume} is still attached to node {node}, {}; this pod hangs until it is detached: if {node} is shut down, kubectl taint node {node} {OUT_OF_SERVICE_TAINT}=nodeshutdown:NoExecute",
-            health.map(|h| h.describe()).unwrap_or_else(|| "down".into())
+        None => (
+            format!(
+                ", {}",
+                a.node_health
+                    .map(|h| h.describe())
+                    .unwrap_or_else(|| "down".into())
+            ),
+            format!("if {node} is shut down, kubectl taint node {node} {OUT_OF_SERVICE_TAINT}:NoExecute"),
         ),
+    };
+    let text = |what: String| {
+        format!(
+            "PersistentVolumeClaim \"{claim}\" is {mode} and {what} still attached to node {node}{state}, so this pod hangs; {fix}"
+        )
+    };
+    let full = text(format!("its volume {} is", a.volume));
+    let prefix = Rule::RwoStuckAttachment.id().len() + 3;
+    if full.len() + prefix <= MAX_WARNING_CHARS {
+        full
+    } else {
+        text(String::new()).replacen(" and  still", " and still", 1)
     }
 }
 

@@ -64,7 +64,8 @@ fn stuck_attachment_rows() {
         vec![("rwo-stuck-attachment", Warn)],
     );
     dead.says = vec![
-        "[rwo-stuck-attachment] PersistentVolumeClaim \"data\" is ReadWriteOnce and its volume pvc-7f3a0000-0000-4000-8000-000000000001 is still attached to node w1, NotReady since 2026-12-07T10:00:00Z; this pod hangs until it is detached: if w1 is shut down, kubectl taint node w1 node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+        "[rwo-stuck-attachment] PersistentVolumeClaim \"data\" is ReadWriteOnce and ",
+        " still attached to node w1, NotReady since 2026-12-07T10:00:00Z, so this pod hangs; if w1 is shut down, kubectl taint node w1 node.kubernetes.io/out-of-service:NoExecute",
     ];
     let mut unknown = case(
         "Ready status Unknown (the node controller lost the kubelet)",
@@ -72,14 +73,14 @@ fn stuck_attachment_rows() {
         new_pod(),
         vec![("rwo-stuck-attachment", Warn)],
     );
-    unknown.says = vec!["NotReady (status Unknown) since 2026-12-07T10:00:00Z"];
+    unknown.says = vec!["NotReady since 2026-12-07T10:00:00Z"];
     let mut unreachable = case(
         "Ready but tainted unreachable",
         cluster(rwo, "True", &["node.kubernetes.io/unreachable"], va()),
         new_pod(),
         vec![("rwo-stuck-attachment", Warn)],
     );
-    unreachable.says = vec!["attached to node w1, unreachable;"];
+    unreachable.says = vec!["attached to node w1, unreachable, so this pod hangs;"];
     let mut failing = case(
         "a detach error on a healthy node",
         cluster(
@@ -95,7 +96,7 @@ fn stuck_attachment_rows() {
         vec![("rwo-stuck-attachment", Warn)],
     );
     failing.says = vec![
-        "attached to node w1, whose detach fails: rpc error: code = Internal desc = volume busy",
+        "attached to node w1, whose detach fails: rpc error: code = Internal desc = volume busy, so this pod hangs;",
         &"kubectl describe volumeattachment csi-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"[..],
     ];
     let mut rwop = case(
@@ -104,7 +105,7 @@ fn stuck_attachment_rows() {
         new_pod(),
         vec![("rwo-stuck-attachment", Warn)],
     );
-    rwop.says = vec!["is ReadWriteOncePod and its volume"];
+    rwop.says = vec!["is ReadWriteOncePod and still attached to node w1"];
     check(vec![
         dead,
         unknown,
@@ -287,4 +288,40 @@ fn a_long_detach_error_keeps_the_warning_short() {
     assert_eq!(v.warnings.len(), 1);
     assert!(v.warnings[0].len() < 256, "{}", v.warnings[0]);
     assert!(v.warnings[0].contains("kubectl describe volumeattachment"));
+}
+
+#[test]
+fn the_volume_is_named_when_the_warning_still_fits() {
+    let warn = |claim: &str, volume: &str| {
+        let existing = vec![
+            bound(pvc(claim, &["ReadWriteOnce"]), volume),
+            pv(volume, &["ReadWriteOnce"]),
+            node("w1", "False", &[]),
+            attachment(VA, volume, "w1", true),
+        ];
+        let v = run(
+            &Policy::default(),
+            &existing,
+            Operation::Create,
+            pod("db-0", &[(claim, false)]),
+            None,
+        );
+        v.warnings[0].clone()
+    };
+    assert_eq!(
+        warn("d", "v"),
+        "[rwo-stuck-attachment] PersistentVolumeClaim \"d\" is ReadWriteOnce and its volume v is still attached to node w1, NotReady since 2026-12-07T10:00:00Z, so this pod hangs; if w1 is shut down, kubectl taint node w1 node.kubernetes.io/out-of-service:NoExecute"
+    );
+    // A CSI volume name is 40 characters: the claim, node, state and command win.
+    assert_eq!(
+        warn("data", VOLUME),
+        "[rwo-stuck-attachment] PersistentVolumeClaim \"data\" is ReadWriteOnce and still attached to node w1, NotReady since 2026-12-07T10:00:00Z, so this pod hangs; if w1 is shut down, kubectl taint node w1 node.kubernetes.io/out-of-service:NoExecute"
+    );
+    // Names too long for any form: the head (rule, claim, node) and the
+    // command survive; the middle goes.
+    let long = "x".repeat(120);
+    let w = warn(&long, VOLUME);
+    assert!(w.len() <= 255, "{w}");
+    assert!(w.starts_with("[rwo-stuck-attachment] PersistentVolumeClaim"), "{w}");
+    assert!(w.ends_with("kubectl taint node w1 node.kubernetes.io/out-of-service:NoExecute"), "{w}");
 }
