@@ -100,7 +100,12 @@ async fn a_node_that_dies_after_ready_holds_its_volume_and_the_recreated_pod_is_
     api.add(Kind::Namespace, k8s::namespace("shop", &[]));
     api.add(
         Kind::Pv,
-        k8s::pv(VOLUME, &["ReadWriteOnce"], Some(("shop", "data-db-0")), "gp3"),
+        k8s::pv(
+            VOLUME,
+            &["ReadWriteOnce"],
+            Some(("shop", "data-db-0")),
+            "gp3",
+        ),
     );
     api.add(
         Kind::Pvc,
@@ -110,7 +115,13 @@ async fn a_node_that_dies_after_ready_holds_its_volume_and_the_recreated_pod_is_
     api.add(Kind::Node, k8s::node("w2", "w2"));
     api.add(
         Kind::Pod,
-        k8s::pod("shop", "db-0", &[("data-db-0", false)], Some("w1"), "Running"),
+        k8s::pod(
+            "shop",
+            "db-0",
+            &[("data-db-0", false)],
+            Some("w1"),
+            "Running",
+        ),
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -197,8 +208,7 @@ async fn a_node_that_dies_after_ready_holds_its_volume_and_the_recreated_pod_is_
     // The StatefulSet controller drops warnings: an Event on the StatefulSet.
     within_seconds("an Event on the StatefulSet", || async {
         api.event_writes().iter().any(|e| {
-            e.body["regarding"]["kind"] == "StatefulSet"
-                && e.body["reason"] == "RwoStuckAttachment"
+            e.body["regarding"]["kind"] == "StatefulSet" && e.body["reason"] == "RwoStuckAttachment"
         })
     })
     .await;
@@ -210,7 +220,10 @@ async fn a_node_that_dies_after_ready_holds_its_volume_and_the_recreated_pod_is_
     assert_eq!(ev.body["regarding"]["name"], "db");
     assert_eq!(ev.body["type"], "Warning");
     let note = ev.body["note"].as_str().unwrap();
-    assert!(note.starts_with("pod db-0: [rwo-stuck-attachment]"), "{note}");
+    assert!(
+        note.starts_with("pod db-0: [rwo-stuck-attachment]"),
+        "{note}"
+    );
     assert!(note.contains("kubectl taint node w1"), "{note}");
     within_seconds("the gauge counts the stuck attachment", || async {
         gauge().await == Some(1)

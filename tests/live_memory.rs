@@ -2,10 +2,15 @@
 //! fake API server. Run on demand (it takes a while and wants a quiet machine):
 //!
 //! ```text
-//! cargo test --test live_memory -- --ignored --nocapture memory_100k
+//! cargo test --release --test live_memory -- --ignored --nocapture memory_100k
 //! CLAIMGUARD_MEMORY_PODS=5000 cargo test ...   # a quick run
 //! CLAIMGUARD_MEMORY_PAGE_SIZE=100 cargo test ...   # another list page size
+//! CLAIMGUARD_MEMORY_ATTACHMENTS=0 cargo test ...   # without VolumeAttachments and Nodes
 //! ```
+//!
+//! By default the cluster also holds one VolumeAttachment per PVC and 5,000 Nodes
+//! whose status the fake API server updates 500 times a second (a heartbeat every
+//! 10 s per node, as kubelets post them) for the whole run.
 //!
 //! The fake API server runs in a child process (this same test binary, re-executed), so
 //! its copy of the objects does not count against this process. A counting global
@@ -67,6 +72,9 @@ static ALLOC: Counting = Counting;
 
 const DEFAULT_PODS: usize = 100_000;
 const NAMESPACES: usize = 100;
+const NODES: usize = 5_000;
+/// Node status updates a second: every node every 10 s.
+const NODE_UPDATES_PER_SECOND: u64 = 500;
 const CHILD_ENV: &str = "CLAIMGUARD_FAKE_APISERVER_CHILD";
 
 /// `CLAIMGUARD_MEMORY_PODS` overrides the 100,000 (for a quick debug-build run).
@@ -83,6 +91,29 @@ fn page_size() -> u32 {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(LiveOptions::default().page_size)
+}
+
+/// `CLAIMGUARD_MEMORY_ATTACHMENTS=0`: no VolumeAttachments, no Nodes (the figure before).
+fn attachments() -> bool {
+    std::env::var("CLAIMGUARD_MEMORY_ATTACHMENTS").map_or(true, |v| v != "0")
+}
+
+fn node_name(i: usize) -> String {
+    format!("ip-10-0-{}-{}.ec2.internal", (i % NODES) / 250, i % 250)
+}
+
+fn node(i: usize) -> serde_json::Value {
+    k8s::node(&node_name(i), &node_name(i))
+}
+
+/// The attachment of pod i's volume to pod i's node, as the CSI attacher names it.
+fn attachment(i: usize) -> serde_json::Value {
+    k8s::volume_attachment(
+        &format!("csi-{:064x}", i * 7919 + 1),
+        &format!("pvc-{i:06}"),
+        &node_name(i),
+        true,
+    )
 }
 
 fn heap() -> isize {
@@ -105,7 +136,7 @@ fn rss_kib() -> u64 {
 fn pod(i: usize) -> serde_json::Value {
     let ns = format!("ns-{:03}", i % NAMESPACES);
     let claim = format!("data-{i:06}");
-    let node = format!("ip-10-0-{}-{}.ec2.internal", (i % 5000) / 250, i % 250);
+    let node = node_name(i);
     let mut p = k8s::pod(
         &ns,
         &format!("app-{i:06}"),
@@ -143,7 +174,7 @@ fn fake_apiserver_child() {
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let server = FakeApiServer::start().await;
+        let server = Arc::new(FakeApiServer::start().await);
         for i in 0..NAMESPACES {
             server.seed_many(
                 Kind::Namespace,
@@ -156,6 +187,26 @@ fn fake_apiserver_child() {
         );
         server.seed_many(Kind::Pvc, (0..pods()).map(pvc));
         server.seed_many(Kind::Pod, (0..pods()).map(pod));
+        if attachments() {
+            server.seed_many(Kind::Node, (0..NODES).map(node));
+            server.seed_many(Kind::VolumeAttachment, (0..pods()).map(attachment));
+            // Node status churn for the whole run, from the first list on.
+            let churn = server.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                let mut n = 0usize;
+                loop {
+                    tick.tick().await;
+                    for _ in 0..NODE_UPDATES_PER_SECOND / 100 {
+                        let at = format!("2026-12-07T10:{:02}:{:02}Z", (n / 60) % 60, n % 60);
+                        churn.update(Kind::Node, "", &node_name(n % NODES), |v| {
+                            k8s::set_node_heartbeat(v, &at)
+                        });
+                        n += 1;
+                    }
+                }
+            });
+        }
         println!("FAKE_APISERVER_URL={}", server.url());
         // Serve until the parent closes our stdin (or dies).
         tokio::task::spawn_blocking(|| {
@@ -251,11 +302,65 @@ fn memory_100k() {
     let index_bytes = heap() - before;
     eprintln!("index built in-process ({pods_n} pods)");
     assert_eq!(st.pod_count(), pods_n);
+    // Attachments and nodes on top of the same index.
+    let before = heap();
+    if attachments() {
+        for i in 0..NODES {
+            st.apply_node(&serde_json::from_value::<objects::Node>(node(i)).expect("node"));
+        }
+    }
+    let nodes_bytes = heap() - before;
+    let before = heap();
+    if attachments() {
+        for i in 0..pods_n {
+            st.apply_volume_attachment(
+                &serde_json::from_value::<objects::VolumeAttachment>(attachment(i))
+                    .expect("attachment"),
+            );
+        }
+        assert_eq!(st.volume_attachment_count(), pods_n);
+    }
+    let attachment_bytes = heap() - before;
+    // A node status update (a heartbeat) rebuilds nothing: the heap does not move.
+    let churn_bytes = if attachments() {
+        let updates: Vec<objects::Node> = (0..NODES)
+            .map(|i| {
+                let mut n = node(i);
+                k8s::set_node_heartbeat(&mut n, "2026-12-07T11:00:00Z");
+                serde_json::from_value(n).expect("node")
+            })
+            .collect();
+        let before = heap();
+        let t = Instant::now();
+        for n in &updates {
+            st.apply_node(n);
+        }
+        let took = t.elapsed();
+        println!(
+            "{NODES} node status updates applied in {took:.1?} ({:.2} us each)",
+            took.as_secs_f64() * 1e6 / NODES as f64
+        );
+        heap() - before
+    } else {
+        0
+    };
     drop(st);
 
     let per_pod = index_bytes as f64 / pods_n as f64;
     let live_per_pod = live_bytes as f64 / pods_n as f64;
     println!("index: {pods_n} pods + {pods_n} PVCs = {index_bytes} bytes = {per_pod:.0} bytes per pod (PVC included)");
+    if attachments() {
+        let per_attachment = attachment_bytes as f64 / pods_n as f64;
+        println!(
+            "index: + {NODES} nodes = {nodes_bytes} bytes ({:.0} per node); + {pods_n} VolumeAttachments = {attachment_bytes} bytes = {per_attachment:.0} bytes per attachment; {NODES} heartbeats moved the heap by {churn_bytes} bytes",
+            nodes_bytes as f64 / NODES as f64
+        );
+        assert!(
+            per_attachment <= 100.0,
+            "{per_attachment:.0} bytes per attachment, budget 100"
+        );
+        assert_eq!(churn_bytes, 0, "a heartbeat must not allocate in the index");
+    }
     println!("live view heap after sync: {live_bytes} bytes = {live_per_pod:.0} bytes per pod (index + watch bookkeeping + client)");
     println!(
         "process VmRSS: {} MiB before the live view, {} MiB after sync (page size {}, initial lists took {:.1?}, {restarts} watch restarts)",
@@ -268,10 +373,16 @@ fn memory_100k() {
         per_pod <= 300.0,
         "index costs {per_pod:.0} bytes per pod, target 300"
     );
+    // 100 MiB for pods and claims alone; 150 MiB with 100k attachments and 5,000 nodes.
+    let budget_mib = if attachments() { 150 } else { 100 };
     assert!(
-        rss_after < 100 * 1024,
-        "RSS {} MiB, target < 100 MiB",
+        rss_after < budget_mib * 1024,
+        "RSS {} MiB, target < {budget_mib} MiB",
         rss_after / 1024
+    );
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "ready after {elapsed:?}, budget 60 s"
     );
 }
 

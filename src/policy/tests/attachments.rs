@@ -322,6 +322,12 @@ fn the_volume_is_named_when_the_warning_still_fits() {
     let long = "x".repeat(120);
     let w = warn(&long, VOLUME);
     assert!(w.len() <= 255, "{w}");
-    assert!(w.starts_with("[rwo-stuck-attachment] PersistentVolumeClaim"), "{w}");
-    assert!(w.ends_with("kubectl taint node w1 node.kubernetes.io/out-of-service:NoExecute"), "{w}");
+    assert!(
+        w.starts_with("[rwo-stuck-attachment] PersistentVolumeClaim"),
+        "{w}"
+    );
+    assert!(
+        w.ends_with("kubectl taint node w1 node.kubernetes.io/out-of-service:NoExecute"),
+        "{w}"
+    );
 }
