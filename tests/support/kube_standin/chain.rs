@@ -12,7 +12,12 @@
 //! (`admission webhook "<name>" denied the request: <message>`, the webhook's code or
 //! 400) and the failure (`failed calling webhook ...`, 500 InternalError).
 //!
-//! Not modelled: `matchConditions` (rejected when present), `matchPolicy: Equivalent`
+//! `matchConditions` (CEL, [`match_conditions`]) are evaluated after the rules and
+//! selectors: a false condition skips the webhook; an evaluation error skips it under
+//! `Ignore` and refuses the request under `Fail` with the API server's 403
+//! (`<resource> "<name>" is forbidden: <errors>`), the webhook never called.
+//!
+//! Not modelled: `matchPolicy: Equivalent`
 //! across versions (the stand-in serves one version per resource), reinvocation,
 //! `clientConfig.url`, and validating webhooks run in parallel (here: in order).
 
@@ -26,6 +31,9 @@ use base64::Engine as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
+
+#[path = "../match_conditions.rs"]
+pub mod match_conditions;
 
 /// What the API server knows about one request when it runs admission.
 #[derive(Clone, Debug)]
@@ -115,6 +123,7 @@ pub struct Webhook {
     pub timeout: Duration,
     pub service: Service,
     pub ca_bundle_pem: Option<String>,
+    match_conditions: Arc<Vec<match_conditions::MatchCondition>>,
 }
 
 /// The admission chain.
@@ -236,11 +245,8 @@ impl Webhook {
             .as_str()
             .ok_or_else(|| format!("{configuration}: a webhook without a name"))?
             .to_string();
-        if w.get("matchConditions").is_some_and(|m| !m.is_null()) {
-            return Err(format!(
-                "{name}: matchConditions (CEL) are not modelled by the stand-in"
-            ));
-        }
+        let match_conditions = match_conditions::compile(&w["matchConditions"])
+            .map_err(|e| format!("{name}: {e}"))?;
         let svc = &w["clientConfig"]["service"];
         if !svc.is_object() {
             return Err(format!(
@@ -297,6 +303,7 @@ impl Webhook {
             timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
             service,
             ca_bundle_pem,
+            match_conditions: Arc::new(match_conditions),
         })
     }
 
@@ -320,6 +327,23 @@ impl Webhook {
             .iter()
             .flatten()
             .any(|o| self.object_selector.matches(&labels_of(o)))
+    }
+
+    /// The webhook's `matchConditions` for this request (after [`Webhook::matches`]).
+    pub fn conditions(&self, a: &Attributes, review: &Value) -> match_conditions::Verdict {
+        // The CEL `request` is the AdmissionRequest without the objects, which are
+        // variables of their own.
+        let mut request = review["request"].clone();
+        if let Some(r) = request.as_object_mut() {
+            r.remove("object");
+            r.remove("oldObject");
+        }
+        match_conditions::evaluate(
+            &self.match_conditions,
+            a.object.as_ref(),
+            a.old_object.as_ref(),
+            &request,
+        )
     }
 
     pub fn url(&self) -> String {
@@ -595,6 +619,25 @@ impl Chain {
                     continue;
                 }
                 let review = self.review(&a);
+                match w.conditions(&a, &review) {
+                    match_conditions::Verdict::Call => {}
+                    match_conditions::Verdict::Skip(_) => continue,
+                    match_conditions::Verdict::Error(e) => match w.failure_policy {
+                        FailurePolicy::Ignore => continue,
+                        FailurePolicy::Fail => {
+                            let result = Err(Rejection {
+                                code: 403,
+                                reason: "Forbidden".into(),
+                                message: format!(
+                                    "{} \"{}\" is forbidden: {e}",
+                                    qualified_resource(&a),
+                                    a.name
+                                ),
+                            });
+                            return Outcome { result, warnings };
+                        }
+                    },
+                }
                 let answer = self.call(w, &review).await;
                 self.calls.lock().unwrap().push(Call {
                     webhook: w.name.clone(),
@@ -646,6 +689,15 @@ impl Chain {
             result: Ok(a.object),
             warnings,
         }
+    }
+}
+
+/// `resource.group` as the API server names it in errors (`pods`, `deployments.apps`).
+fn qualified_resource(a: &Attributes) -> String {
+    if a.group.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}.{}", a.resource, a.group)
     }
 }
 
@@ -820,10 +872,10 @@ mod tests {
         let mut c = config(
             json!({"name": "w", "rules": [], "admissionReviewVersions": ["v1"],
             "clientConfig": {"service": {"name": "s", "namespace": "n"}},
-            "matchConditions": [{"name": "x", "expression": "true"}]}),
+            "matchConditions": [{"name": "x", "expression": "object.("}]}),
         );
         let err = webhooks_of(std::slice::from_ref(&c)).expect_err("refused");
-        assert!(err.contains("matchConditions"), "{err}");
+        assert!(err.contains("matchCondition x"), "{err}");
         c["webhooks"][0]
             .as_object_mut()
             .expect("object")
