@@ -173,13 +173,20 @@ mod tests {
             Verdict::Skip("vol".into())
         );
         assert_eq!(
-            evaluate(&c, Some(&pod(json!([{"name": "a", "emptyDir": {}}]))), None, &req),
+            evaluate(
+                &c,
+                Some(&pod(json!([{"name": "a", "emptyDir": {}}]))),
+                None,
+                &req
+            ),
             Verdict::Skip("vol".into())
         );
         assert_eq!(
             evaluate(
                 &c,
-                Some(&pod(json!([{"name": "a", "persistentVolumeClaim": {"claimName": "x"}}]))),
+                Some(&pod(
+                    json!([{"name": "a", "persistentVolumeClaim": {"claimName": "x"}}])
+                )),
                 None,
                 &req
             ),

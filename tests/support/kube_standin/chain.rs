@@ -245,8 +245,8 @@ impl Webhook {
             .as_str()
             .ok_or_else(|| format!("{configuration}: a webhook without a name"))?
             .to_string();
-        let match_conditions = match_conditions::compile(&w["matchConditions"])
-            .map_err(|e| format!("{name}: {e}"))?;
+        let match_conditions =
+            match_conditions::compile(&w["matchConditions"]).map_err(|e| format!("{name}: {e}"))?;
         let svc = &w["clientConfig"]["service"];
         if !svc.is_object() {
             return Err(format!(
