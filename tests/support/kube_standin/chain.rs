@@ -884,6 +884,60 @@ mod tests {
         assert!(webhooks_of(&[c]).is_err());
     }
 
+    #[tokio::test]
+    async fn match_conditions_skip_refuse_or_call_as_the_api_server_does() {
+        let conditions = json!([{"name": "uses-a-claim", "expression":
+            "has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.persistentVolumeClaim))"}]);
+        let rules = json!([{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                            "operations": ["CREATE"]}]);
+        let chain = |policy: &str| {
+            Chain::new(vec![hook(
+                rules.clone(),
+                json!({"failurePolicy": policy, "matchConditions": conditions}),
+            )])
+        };
+        let pod = |spec: Value| {
+            let mut a = attrs("pods", "", "ns", "CREATE");
+            a.object = Some(json!({"metadata": {"name": "x"}, "spec": spec}));
+            a
+        };
+        // No claim: the webhook (which has no endpoint) is never called.
+        let c = chain("Fail");
+        let o = c
+            .admit(
+                pod(json!({"volumes": [{"name": "e", "emptyDir": {}}]})),
+                None,
+                |_| {},
+            )
+            .await;
+        assert!(o.result.is_ok());
+        assert!(c.calls().is_empty());
+        // A claim: called, and the unreachable webhook fails the request.
+        let with_claim =
+            json!({"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}]});
+        let o = c.admit(pod(with_claim), None, |_| {}).await;
+        let r = o.result.expect_err("the call failed");
+        assert_eq!((r.code, r.reason.as_str()), (500, "InternalError"));
+        assert_eq!(c.calls().len(), 1);
+        // A condition that cannot be evaluated (volumes is not a list): Fail refuses
+        // without a call, as the API server's Forbidden; Ignore skips the webhook.
+        let c = chain("Fail");
+        let o = c.admit(pod(json!({"volumes": "oops"})), None, |_| {}).await;
+        let r = o.result.expect_err("refused");
+        assert_eq!((r.code, r.reason.as_str()), (403, "Forbidden"));
+        assert!(
+            r.message
+                .starts_with("pods \"x\" is forbidden: matchCondition uses-a-claim: "),
+            "{}",
+            r.message
+        );
+        assert!(c.calls().is_empty());
+        let c = chain("Ignore");
+        let o = c.admit(pod(json!({"volumes": "oops"})), None, |_| {}).await;
+        assert!(o.result.is_ok());
+        assert!(c.calls().is_empty());
+    }
+
     #[test]
     fn mutating_configurations_come_first_then_by_name() {
         let cfg = |kind: &str, name: &str| {
