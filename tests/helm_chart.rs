@@ -1004,3 +1004,171 @@ fn no_rule_judges_a_readwriteonce_claim() {
         }
     }
 }
+
+/// A cluster that holds at most the Secret `claimguard-tls`: the two paths `helm
+/// template --dry-run=server` reads for the chart's `lookup` (discovery of core/v1,
+/// then the Secret), over real HTTP on 127.0.0.1.
+struct SecretCluster {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl SecretCluster {
+    async fn start(secret: Option<Value>) -> SecretCluster {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let state = web::Data::new((secret, requests.clone()));
+        type State = web::Data<(Option<Value>, std::sync::Arc<std::sync::Mutex<Vec<String>>>)>;
+        async fn serve(req: HttpRequest, state: State) -> HttpResponse {
+            state.1.lock().unwrap().push(req.path().to_string());
+            let not_found = || {
+                HttpResponse::NotFound().json(json!({"kind": "Status", "apiVersion": "v1",
+                    "status": "Failure", "reason": "NotFound", "code": 404}))
+            };
+            match req.path() {
+                "/api/v1" => HttpResponse::Ok().json(json!({
+                    "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+                    "resources": [{"name": "secrets", "singularName": "secret", "namespaced": true,
+                                   "kind": "Secret", "verbs": ["get", "list", "watch"]}]})),
+                p if p == format!("/api/v1/namespaces/{NS}/secrets/claimguard-tls") => {
+                    match &state.0 {
+                        Some(s) => HttpResponse::Ok().json(s),
+                        None => not_found(),
+                    }
+                }
+                _ => not_found(),
+            }
+        }
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .default_service(web::to(serve))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .bind(("127.0.0.1", 0))
+        .expect("bind 127.0.0.1:0");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        SecretCluster {
+            addr,
+            requests,
+            handle,
+        }
+    }
+
+    /// `helm template --dry-run=server` against this cluster.
+    async fn template(&self) -> Vec<Value> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+                self.addr
+            ),
+        )
+        .expect("kubeconfig");
+        let chart = chart();
+        let out = tokio::process::Command::new("helm")
+            .args(["template", "claimguard"])
+            .arg(&chart)
+            .args([
+                "--namespace",
+                NS,
+                "--dry-run=server",
+                "--set",
+                "colocate.enabled=true",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", dir.path())
+            .env_remove("HELM_NAMESPACE")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .output()
+            .await
+            .expect("run helm");
+        assert!(
+            out.status.success(),
+            "helm template --dry-run=server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_docs(&String::from_utf8(out.stdout).expect("UTF-8"))
+    }
+}
+
+impl Drop for SecretCluster {
+    fn drop(&mut self) {
+        let stop = self.handle.stop(false);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(stop);
+        }
+    }
+}
+
+fn ca_bundles(objs: &[Value]) -> Vec<String> {
+    webhooks(objs)
+        .iter()
+        .map(|w| {
+            w["clientConfig"]["caBundle"]
+                .as_str()
+                .expect("caBundle")
+                .to_string()
+        })
+        .collect()
+}
+
+/// `helm upgrade` keeps the installed certificate (the chart's `lookup` of the Secret),
+/// so the API server's trust survives; with no Secret, or one that lacks a key, the
+/// chart makes a new pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_keeps_the_installed_certificate() {
+    if !have_helm() {
+        return;
+    }
+    let installed = find(&template(&[]), "Secret", "claimguard-tls").clone();
+
+    let cluster = SecretCluster::start(Some(installed.clone())).await;
+    let upgraded = cluster.template().await;
+    assert_eq!(
+        find(&upgraded, "Secret", "claimguard-tls")["data"],
+        installed["data"],
+        "the installed pair is kept"
+    );
+    let ca = installed["data"]["ca.crt"].as_str().expect("ca.crt");
+    let bundles = ca_bundles(&upgraded);
+    assert_eq!(bundles.len(), 5);
+    assert!(
+        bundles.iter().all(|b| b == ca),
+        "every caBundle is the kept CA"
+    );
+    assert!(
+        cluster
+            .requests
+            .lock()
+            .unwrap()
+            .contains(&format!("/api/v1/namespaces/{NS}/secrets/claimguard-tls")),
+        "helm looked the Secret up"
+    );
+
+    let empty = SecretCluster::start(None).await;
+    let fresh = empty.template().await;
+    let fresh_ca = find(&fresh, "Secret", "claimguard-tls")["data"]["ca.crt"].clone();
+    assert_ne!(fresh_ca, installed["data"]["ca.crt"]);
+    assert!(ca_bundles(&fresh).iter().all(|b| fresh_ca == *b));
+
+    let mut broken = installed.clone();
+    broken["data"]
+        .as_object_mut()
+        .expect("data")
+        .remove("tls.key");
+    let partial = SecretCluster::start(Some(broken)).await;
+    let remade = partial.template().await;
+    let remade = &find(&remade, "Secret", "claimguard-tls")["data"];
+    assert!(remade["tls.key"].is_string());
+    assert_ne!(remade["ca.crt"], installed["data"]["ca.crt"]);
+}
