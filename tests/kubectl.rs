@@ -8,6 +8,11 @@
 //! Assertions are on kubectl's exit codes and exact printed lines, and on the
 //! AdmissionReviews the chain sent.
 //!
+//! The chain can also be built from `helm template charts/claimguard` (the chart's own
+//! CA, serving certificate and caBundles): `kubectl_through_the_chart_admission_chain`
+//! runs the same scenarios from it, so the chart's webhooks are exercised end to end
+//! too. It needs `helm` on the PATH, under the rule of `CLAIMGUARD_REQUIRE_HELM`.
+//!
 //! `CLAIMGUARD_KUBECTL_TRANSCRIPT=docs/kubectl.md cargo test --test kubectl -- --ignored
 //! write_transcript` rewrites the transcript in docs/kubectl.md from a run.
 //!
@@ -142,6 +147,83 @@ fn rendered_manifests() -> Vec<Value> {
     docs
 }
 
+/// Whether helm runs here; false (and a note) when it does not and
+/// `CLAIMGUARD_REQUIRE_HELM` is not set.
+fn have_helm() -> bool {
+    let ok = Command::new("helm")
+        .args(["version", "--short"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CLAIMGUARD_REQUIRE_HELM").is_none(),
+            "CLAIMGUARD_REQUIRE_HELM is set but helm does not run"
+        );
+        eprintln!("note: helm not found; skipping the chart's kubectl test");
+    }
+    ok
+}
+
+/// `helm template claimguard charts/claimguard -n claimguard-system` with co-location on
+/// (what the chain needs for the co-location scenario), plus the Namespace that `helm
+/// install --create-namespace` makes (no labels but the name the API server adds).
+fn rendered_chart() -> Vec<Value> {
+    let out = Command::new("helm")
+        .arg("template")
+        .arg("claimguard")
+        .arg(repo().join("charts/claimguard"))
+        .args(["--namespace", SERVICE_NS, "--set", "colocate.enabled=true"])
+        .env_remove("HELM_NAMESPACE")
+        .output()
+        .expect("run helm template");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8 YAML");
+    let mut docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect();
+    docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVICE_NS}}));
+    docs
+}
+
+/// claimguard's serving certificate and key, the CA that verifies them, and (for
+/// manifests/) the caBundle patch the install applies.
+struct Certs {
+    ca_cert: PathBuf,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    cabundle_patch: Option<PathBuf>,
+}
+
+/// The serving certificate, its key and CA from the chart's Secret `claimguard-tls`.
+fn chart_certificates(docs: &[Value], dir: &Path) -> Certs {
+    use base64::Engine as _;
+    let secret = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "claimguard-tls")
+        .expect("the chart renders the Secret claimguard-tls");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let write = |key: &str| {
+        let b64 = secret["data"][key].as_str().expect("a data key");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        let path = dir.join(key);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    };
+    Certs {
+        ca_cert: write("ca.crt"),
+        tls_cert: write("tls.crt"),
+        tls_key: write("tls.key"),
+        cabundle_patch: None,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Backend {
     /// claimguard runs and the Service routes to it.
@@ -152,7 +234,19 @@ enum Backend {
     Stalled,
 }
 
+/// Where the admission chain's configurations (and claimguard's certificate and policy)
+/// come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `kubectl kustomize manifests/` and its overlays, with `claimguard certs`.
+    Manifests,
+    /// `helm template charts/claimguard --set colocate.enabled=true`: the chart's Secret
+    /// is the serving certificate and its caBundles the trust.
+    Chart,
+}
+
 struct Options {
+    source: Source,
     backend: Backend,
     /// Override the failurePolicy of the validating webhooks (as `kubectl patch` would).
     failure_policy: Option<&'static str>,
@@ -200,17 +294,32 @@ impl Suite {
         for sub in ["home/.kube", "work"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        let certs = claimguard::certs::write_bundle(&claimguard::certs::CertsOptions::new(
-            dir.path().join("certs"),
-        ))
-        .expect("claimguard certs");
+        let (mut docs, certs) = match opts.source {
+            Source::Manifests => {
+                let w = claimguard::certs::write_bundle(&claimguard::certs::CertsOptions::new(
+                    dir.path().join("certs"),
+                ))
+                .expect("claimguard certs");
+                let certs = Certs {
+                    ca_cert: w.ca_cert,
+                    tls_cert: w.tls_cert,
+                    tls_key: w.tls_key,
+                    cabundle_patch: Some(w.cabundle_patch),
+                };
+                (rendered_manifests(), certs)
+            }
+            Source::Chart => {
+                let docs = rendered_chart();
+                let certs = chart_certificates(&docs, &dir.path().join("certs"));
+                (docs, certs)
+            }
+        };
         let ca_pem = std::fs::read_to_string(&certs.ca_cert).expect("ca.crt");
         let ca_b64 = {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(&ca_pem)
         };
 
-        let mut docs = rendered_manifests();
         let mutator_certs = opts.mutator.then(|| {
             let mut o = claimguard::certs::CertsOptions::new(dir.path().join("mutator-certs"));
             o.service = "mutator".into();
@@ -227,10 +336,10 @@ impl Suite {
         // The install steps: the caBundle patch of `claimguard certs` on the validating
         // configuration; any other configuration (mutating overlays) gets the CA as
         // cert-manager's injector would give it.
-        let patch: json_patch::Patch = serde_json::from_str(
-            &std::fs::read_to_string(&certs.cabundle_patch).expect("cabundle-patch.json"),
-        )
-        .expect("the caBundle patch is a JSON Patch");
+        let patch: Option<json_patch::Patch> = certs.cabundle_patch.as_ref().map(|p| {
+            serde_json::from_str(&std::fs::read_to_string(p).expect("cabundle-patch.json"))
+                .expect("the caBundle patch is a JSON Patch")
+        });
         for d in docs.iter_mut() {
             let kind = d["kind"].as_str().unwrap_or("");
             if !kind.ends_with("WebhookConfiguration") {
@@ -238,8 +347,8 @@ impl Suite {
             }
             let validating =
                 kind == "ValidatingWebhookConfiguration" && d["metadata"]["name"] == "claimguard";
-            if validating {
-                json_patch::patch(d, &patch).expect(
+            if let Some(patch) = patch.as_ref().filter(|_| validating) {
+                json_patch::patch(d, patch).expect(
                     "certs/cabundle-patch.json applies to the rendered ValidatingWebhookConfiguration",
                 );
             }
@@ -1244,9 +1353,10 @@ async fn scale_review_shape(s: &Suite) {
     );
 }
 
-/// claimguard unreachable, the manifests' `failurePolicy: Ignore`: the pod is created.
+/// claimguard unreachable, every webhook patched to `failurePolicy: Ignore` (how to fail
+/// open, docs/operations.md): the pod that uses a claim is created unchecked.
 async fn down_ignore(s: &Suite) {
-    s.note("claimguard is down; failurePolicy: Ignore (the manifests' default) admits the pod unchecked.");
+    s.note("claimguard is down; with failurePolicy: Ignore the pod is admitted unchecked.");
     create_namespace(s, "outage").await;
     s.file("lonely.yaml", &pod_yaml("lonely", "data", None));
     let r = apply(s, "outage", "lonely.yaml").await;
@@ -1273,6 +1383,89 @@ async fn down_fail(s: &Suite) {
         &["Error from server (InternalError): error when creating \"lonely.yaml\": Internal error occurred: failed calling webhook \"pods.claimguard.io\": failed to call webhook: Post \"https://claimguard.claimguard-system.svc:443/validate?timeout=3s\": dial tcp 127.0.0.1:PORT: connect: connection refused"],
     );
     assert!(s.api.get(Kind::Pod, "outage", "lonely").is_none());
+}
+
+/// claimguard unreachable, the shipped configuration (pods webhook `Fail`, every webhook
+/// narrowed by matchConditions): pods and workloads without claims are created as
+/// usual and never reach the webhook; a pod that names a claim gets the API server's
+/// `failed calling webhook` error; a Deployment that uses a claim is admitted (its
+/// webhook fails open) and its pods would wait.
+async fn down_default(s: &Suite) {
+    s.note("claimguard is down; the shipped failure policy: only pods that use a claim wait.");
+    create_namespace(s, "outage").await;
+    s.file(
+        "plain.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\nspec:\n  containers:\n  - name: app\n    image: registry.example.com/app:1.2.3\n    volumeMounts:\n    - name: scratch\n      mountPath: /tmp\n  volumes:\n  - name: scratch\n    emptyDir: {}\n",
+    );
+    assert_run(
+        &apply(s, "outage", "plain.yaml").await,
+        0,
+        &["pod/plain created"],
+        &[],
+    );
+    s.file(
+        "web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: app\n        image: registry.example.com/app:1.2.3\n",
+    );
+    assert_run(
+        &apply(s, "outage", "web.yaml").await,
+        0,
+        &["deployment.apps/web created"],
+        &[],
+    );
+    s.file("scratch.yaml", &pvc_yaml("scratch", "ReadWriteOnce"));
+    assert_run(
+        &apply(s, "outage", "scratch.yaml").await,
+        0,
+        &["persistentvolumeclaim/scratch created"],
+        &[],
+    );
+    assert!(
+        s.standin.chain().calls().is_empty(),
+        "nothing without a claim (nor a plain ReadWriteOnce claim) was sent to claimguard: {:?}",
+        s.standin.chain().calls()
+    );
+    s.file("lonely.yaml", &pod_yaml("lonely", "data", None));
+    let r = apply(s, "outage", "lonely.yaml").await;
+    assert_run(
+        &r,
+        1,
+        &[],
+        &["Error from server (InternalError): error when creating \"lonely.yaml\": Internal error occurred: failed calling webhook \"pods.claimguard.io\": failed to call webhook: Post \"https://claimguard.claimguard-system.svc:443/validate?timeout=3s\": dial tcp 127.0.0.1:PORT: connect: connection refused"],
+    );
+    assert!(s.api.get(Kind::Pod, "outage", "lonely").is_none());
+    // The workloads webhook fails open: a Deployment on a claim is admitted unchecked.
+    s.file("db.yaml", &deployment_yaml("db", "data", 1, "Recreate"));
+    assert_run(
+        &apply(s, "outage", "db.yaml").await,
+        0,
+        &["deployment.apps/db created"],
+        &[],
+    );
+    let called: Vec<String> = s
+        .standin
+        .chain()
+        .calls()
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.webhook,
+                c.review["request"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        called,
+        [
+            // The co-location overlay's mutating webhook (fails open), then the validating one.
+            "colocate-pods.claimguard.io lonely",
+            "pods.claimguard.io lonely",
+            "workloads.claimguard.io db"
+        ],
+        "only the requests that name a claim reached the webhooks"
+    );
+    assert!(s.api.get(Kind::Pod, "outage", "plain").is_some());
 }
 
 /// claimguard accepts connections but never answers: the API server gives up after the
@@ -1399,6 +1592,7 @@ async fn main_suite(s: &Suite) {
 
 fn with_claimguard() -> Options {
     Options {
+        source: Source::Manifests,
         backend: Backend::Claimguard,
         failure_policy: None,
         scale_rule: false,
@@ -1414,6 +1608,27 @@ async fn kubectl_through_the_admission_chain() {
     }
     let s = Suite::start(with_claimguard()).await;
     main_suite(&s).await;
+}
+
+/// The same scenarios with the admission chain, certificate and policy of the Helm chart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_through_the_chart_admission_chain() {
+    if !have_kubectl() || !have_helm() {
+        return;
+    }
+    let s = Suite::start(Options {
+        source: Source::Chart,
+        ..with_claimguard()
+    })
+    .await;
+    main_suite(&s).await;
+    // claimguard served the chart's certificate and the chain trusted the chart's CA.
+    assert!(s
+        .standin
+        .chain()
+        .calls()
+        .iter()
+        .any(|c| c.webhook == "pods.claimguard.io" && c.answer.is_ok()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1439,13 +1654,30 @@ async fn kubectl_scale_reaches_the_webhook_through_its_scale_rule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimguard_down_with_the_shipped_failure_policy() {
+    if !have_kubectl() {
+        return;
+    }
+    let s = Suite::start(Options {
+        source: Source::Manifests,
+        backend: Backend::Down,
+        failure_policy: None,
+        scale_rule: false,
+        mutator: false,
+    })
+    .await;
+    down_default(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimguard_down_with_failure_policy_ignore() {
     if !have_kubectl() {
         return;
     }
     let s = Suite::start(Options {
+        source: Source::Manifests,
         backend: Backend::Down,
-        failure_policy: None,
+        failure_policy: Some("Ignore"),
         scale_rule: false,
         mutator: false,
     })
@@ -1459,6 +1691,7 @@ async fn claimguard_down_with_failure_policy_fail() {
         return;
     }
     let s = Suite::start(Options {
+        source: Source::Manifests,
         backend: Backend::Down,
         failure_policy: Some("Fail"),
         scale_rule: false,
@@ -1474,6 +1707,7 @@ async fn claimguard_stalled_past_timeout_seconds_with_failure_policy_fail() {
         return;
     }
     let s = Suite::start(Options {
+        source: Source::Manifests,
         backend: Backend::Stalled,
         failure_policy: Some("Fail"),
         scale_rule: false,
@@ -1501,8 +1735,23 @@ async fn write_transcript() {
     }
     drop(s);
     let s = Suite::start(Options {
+        source: Source::Manifests,
         backend: Backend::Down,
         failure_policy: None,
+        scale_rule: false,
+        mutator: false,
+    })
+    .await;
+    down_default(&s).await;
+    sections.push((
+        "claimguard down, the shipped failure policy".into(),
+        s.take_transcript(),
+    ));
+    drop(s);
+    let s = Suite::start(Options {
+        source: Source::Manifests,
+        backend: Backend::Down,
+        failure_policy: Some("Ignore"),
         scale_rule: false,
         mutator: false,
     })
@@ -1514,6 +1763,7 @@ async fn write_transcript() {
     ));
     drop(s);
     let s = Suite::start(Options {
+        source: Source::Manifests,
         backend: Backend::Down,
         failure_policy: Some("Fail"),
         scale_rule: false,
@@ -1527,6 +1777,7 @@ async fn write_transcript() {
     ));
     drop(s);
     let s = Suite::start(Options {
+        source: Source::Manifests,
         backend: Backend::Stalled,
         failure_policy: Some("Fail"),
         scale_rule: false,
@@ -1583,7 +1834,7 @@ Generated by the test suite, not written by hand:
 The API server is a stand-in (`tests/support/kube_standin/`): it serves discovery,
 create, get, patch, delete and scale, runs every webhook of the rendered
 ValidatingWebhookConfiguration (and any MutatingWebhookConfiguration of an overlay)
-whose rules and namespaceSelector match, and answers as the API server does: a 403
+whose rules, namespaceSelector and matchConditions (CEL) match, and answers as the API server does: a 403
 Status `admission webhook \"<name>\" denied the request: <message>`, and each warning
 as a `Warning: 299 - \"<text>\"` header, which kubectl prints as `Warning: <text>`.
 claimguard watches the pods, claims and namespaces that kubectl creates, as in a

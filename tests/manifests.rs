@@ -14,6 +14,11 @@ use serde_json::{json, Value};
 
 use claimguard::certs;
 
+#[path = "support/k8s_schema.rs"]
+mod k8s_schema;
+#[path = "support/match_conditions.rs"]
+mod match_conditions;
+
 const NS: &str = "claimguard-system";
 
 fn manifests_dir(sub: &str) -> PathBuf {
@@ -993,4 +998,71 @@ fn dockerfile_matches_the_deployment() {
         .as_u64()
         .unwrap();
     assert!(lines.contains(&format!("EXPOSE {port}").as_str()));
+}
+
+/// Every overlay's objects decode as the Kubernetes API types, strictly.
+#[test]
+fn every_overlay_renders_objects_the_api_accepts() {
+    for sub in [
+        "",
+        "audit-mode",
+        "cert-manager",
+        "cert-manager-colocate",
+        "colocate",
+        "monitoring",
+        "policy-reports",
+    ] {
+        for o in render(sub) {
+            if let Err(e) = k8s_schema::validate(&o) {
+                panic!("manifests/{sub}: {e}");
+            }
+        }
+    }
+}
+
+/// The failure domain: every webhook carries matchConditions that compile as CEL, and
+/// only the pods webhook, narrowed to claim users, fails closed.
+#[test]
+fn only_the_narrowed_pods_webhook_fails_closed() {
+    for sub in ["", "colocate"] {
+        let objs = render(sub);
+        for o in objs.iter().filter(|o| {
+            o["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        }) {
+            for hook in o["webhooks"].as_array().unwrap() {
+                let name = hook["name"].as_str().unwrap();
+                let conds = match_conditions::compile(&hook["matchConditions"])
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(!conds.is_empty(), "{name}: no matchConditions");
+                let want = if name == "pods.claimguard.io" {
+                    "Fail"
+                } else {
+                    "Ignore"
+                };
+                assert_eq!(hook["failurePolicy"], want, "{name}");
+                // Every field read is guarded: a claimless pod, a bare object and a
+                // scale request evaluate without error (an error would hand the
+                // request to failurePolicy).
+                for (object, request) in [
+                    (
+                        json!({"spec": {"containers": []}}),
+                        json!({"operation": "CREATE"}),
+                    ),
+                    (json!({"spec": {}}), json!({"operation": "UPDATE"})),
+                    (
+                        json!({"spec": {"replicas": 2}}),
+                        json!({"operation": "UPDATE", "subResource": "scale"}),
+                    ),
+                ] {
+                    let v = match_conditions::evaluate(&conds, Some(&object), None, &request);
+                    assert!(
+                        !matches!(v, match_conditions::Verdict::Error(_)),
+                        "{name}: {v:?} for {object}"
+                    );
+                }
+            }
+        }
+    }
 }

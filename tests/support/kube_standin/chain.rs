@@ -12,7 +12,12 @@
 //! (`admission webhook "<name>" denied the request: <message>`, the webhook's code or
 //! 400) and the failure (`failed calling webhook ...`, 500 InternalError).
 //!
-//! Not modelled: `matchConditions` (rejected when present), `matchPolicy: Equivalent`
+//! `matchConditions` (CEL, [`match_conditions`]) are evaluated after the rules and
+//! selectors: a false condition skips the webhook; an evaluation error skips it under
+//! `Ignore` and refuses the request under `Fail` with the API server's 403
+//! (`<resource> "<name>" is forbidden: <errors>`), the webhook never called.
+//!
+//! Not modelled: `matchPolicy: Equivalent`
 //! across versions (the stand-in serves one version per resource), reinvocation,
 //! `clientConfig.url`, and validating webhooks run in parallel (here: in order).
 
@@ -26,6 +31,9 @@ use base64::Engine as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
+
+#[path = "../match_conditions.rs"]
+pub mod match_conditions;
 
 /// What the API server knows about one request when it runs admission.
 #[derive(Clone, Debug)]
@@ -115,6 +123,7 @@ pub struct Webhook {
     pub timeout: Duration,
     pub service: Service,
     pub ca_bundle_pem: Option<String>,
+    match_conditions: Arc<Vec<match_conditions::MatchCondition>>,
 }
 
 /// The admission chain.
@@ -236,11 +245,8 @@ impl Webhook {
             .as_str()
             .ok_or_else(|| format!("{configuration}: a webhook without a name"))?
             .to_string();
-        if w.get("matchConditions").is_some_and(|m| !m.is_null()) {
-            return Err(format!(
-                "{name}: matchConditions (CEL) are not modelled by the stand-in"
-            ));
-        }
+        let match_conditions =
+            match_conditions::compile(&w["matchConditions"]).map_err(|e| format!("{name}: {e}"))?;
         let svc = &w["clientConfig"]["service"];
         if !svc.is_object() {
             return Err(format!(
@@ -297,6 +303,7 @@ impl Webhook {
             timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
             service,
             ca_bundle_pem,
+            match_conditions: Arc::new(match_conditions),
         })
     }
 
@@ -320,6 +327,23 @@ impl Webhook {
             .iter()
             .flatten()
             .any(|o| self.object_selector.matches(&labels_of(o)))
+    }
+
+    /// The webhook's `matchConditions` for this request (after [`Webhook::matches`]).
+    pub fn conditions(&self, a: &Attributes, review: &Value) -> match_conditions::Verdict {
+        // The CEL `request` is the AdmissionRequest without the objects, which are
+        // variables of their own.
+        let mut request = review["request"].clone();
+        if let Some(r) = request.as_object_mut() {
+            r.remove("object");
+            r.remove("oldObject");
+        }
+        match_conditions::evaluate(
+            &self.match_conditions,
+            a.object.as_ref(),
+            a.old_object.as_ref(),
+            &request,
+        )
     }
 
     pub fn url(&self) -> String {
@@ -595,6 +619,25 @@ impl Chain {
                     continue;
                 }
                 let review = self.review(&a);
+                match w.conditions(&a, &review) {
+                    match_conditions::Verdict::Call => {}
+                    match_conditions::Verdict::Skip(_) => continue,
+                    match_conditions::Verdict::Error(e) => match w.failure_policy {
+                        FailurePolicy::Ignore => continue,
+                        FailurePolicy::Fail => {
+                            let result = Err(Rejection {
+                                code: 403,
+                                reason: "Forbidden".into(),
+                                message: format!(
+                                    "{} \"{}\" is forbidden: {e}",
+                                    qualified_resource(&a),
+                                    a.name
+                                ),
+                            });
+                            return Outcome { result, warnings };
+                        }
+                    },
+                }
                 let answer = self.call(w, &review).await;
                 self.calls.lock().unwrap().push(Call {
                     webhook: w.name.clone(),
@@ -646,6 +689,15 @@ impl Chain {
             result: Ok(a.object),
             warnings,
         }
+    }
+}
+
+/// `resource.group` as the API server names it in errors (`pods`, `deployments.apps`).
+fn qualified_resource(a: &Attributes) -> String {
+    if a.group.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}.{}", a.resource, a.group)
     }
 }
 
@@ -820,16 +872,70 @@ mod tests {
         let mut c = config(
             json!({"name": "w", "rules": [], "admissionReviewVersions": ["v1"],
             "clientConfig": {"service": {"name": "s", "namespace": "n"}},
-            "matchConditions": [{"name": "x", "expression": "true"}]}),
+            "matchConditions": [{"name": "x", "expression": "object.("}]}),
         );
         let err = webhooks_of(std::slice::from_ref(&c)).expect_err("refused");
-        assert!(err.contains("matchConditions"), "{err}");
+        assert!(err.contains("matchCondition x"), "{err}");
         c["webhooks"][0]
             .as_object_mut()
             .expect("object")
             .remove("matchConditions");
         c["webhooks"][0]["admissionReviewVersions"] = json!(["v1beta1"]);
         assert!(webhooks_of(&[c]).is_err());
+    }
+
+    #[tokio::test]
+    async fn match_conditions_skip_refuse_or_call_as_the_api_server_does() {
+        let conditions = json!([{"name": "uses-a-claim", "expression":
+            "has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.persistentVolumeClaim))"}]);
+        let rules = json!([{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                            "operations": ["CREATE"]}]);
+        let chain = |policy: &str| {
+            Chain::new(vec![hook(
+                rules.clone(),
+                json!({"failurePolicy": policy, "matchConditions": conditions}),
+            )])
+        };
+        let pod = |spec: Value| {
+            let mut a = attrs("pods", "", "ns", "CREATE");
+            a.object = Some(json!({"metadata": {"name": "x"}, "spec": spec}));
+            a
+        };
+        // No claim: the webhook (which has no endpoint) is never called.
+        let c = chain("Fail");
+        let o = c
+            .admit(
+                pod(json!({"volumes": [{"name": "e", "emptyDir": {}}]})),
+                None,
+                |_| {},
+            )
+            .await;
+        assert!(o.result.is_ok());
+        assert!(c.calls().is_empty());
+        // A claim: called, and the unreachable webhook fails the request.
+        let with_claim =
+            json!({"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}]});
+        let o = c.admit(pod(with_claim), None, |_| {}).await;
+        let r = o.result.expect_err("the call failed");
+        assert_eq!((r.code, r.reason.as_str()), (500, "InternalError"));
+        assert_eq!(c.calls().len(), 1);
+        // A condition that cannot be evaluated (volumes is not a list): Fail refuses
+        // without a call, as the API server's Forbidden; Ignore skips the webhook.
+        let c = chain("Fail");
+        let o = c.admit(pod(json!({"volumes": "oops"})), None, |_| {}).await;
+        let r = o.result.expect_err("refused");
+        assert_eq!((r.code, r.reason.as_str()), (403, "Forbidden"));
+        assert!(
+            r.message
+                .starts_with("pods \"x\" is forbidden: matchCondition uses-a-claim: "),
+            "{}",
+            r.message
+        );
+        assert!(c.calls().is_empty());
+        let c = chain("Ignore");
+        let o = c.admit(pod(json!({"volumes": "oops"})), None, |_| {}).await;
+        assert!(o.result.is_ok());
+        assert!(c.calls().is_empty());
     }
 
     #[test]

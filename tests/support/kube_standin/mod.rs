@@ -4,6 +4,8 @@
 //! workloads, with `dryRun=All`; every write goes through the admission [`chain`] built
 //! from the rendered webhook configurations.
 //!
+//! Webhooks are matched by rules, selectors and `matchConditions` (CEL, [`chain`]).
+//!
 //! Pods, claims, volumes, storage classes and namespaces are stored in a
 //! [`FakeApiServer`]; reads of them (get, list, watch) and every path the stand-in does
 //! not model (leases, events, nodes, ...) are forwarded to it, so claimguard pointed at
