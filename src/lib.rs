@@ -13,6 +13,7 @@ pub mod certs;
 pub mod check;
 pub mod cluster;
 pub mod events;
+pub mod explain;
 pub mod log_batch;
 pub mod log_line;
 pub mod objects;

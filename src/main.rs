@@ -53,6 +53,35 @@ enum AuditOutput {
     Policyreport,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ExplainOutput {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// What to explain: pod/NAME, pvc/NAME, persistentvolumeclaim/NAME, or `pod NAME`.
+    #[arg(required = true, num_args = 1..=2, value_name = "TARGET")]
+    target: Vec<String>,
+    /// Namespace of the target; else the kubeconfig context's, else `default`.
+    #[arg(short = 'n', long, env = "CLAIMGUARD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Explain from a support bundle instead of the cluster:
+    /// `kubectl get pods,pvc,pv,storageclass,volumeattachments,nodes,events -A -o yaml` output (repeatable).
+    #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
+    snapshot: Vec<PathBuf>,
+    /// Kubeconfig file; else in-cluster config, else $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use; else its current context.
+    #[arg(long, env = "CLAIMGUARD_CONTEXT")]
+    context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = ExplainOutput::Text, env = "CLAIMGUARD_OUTPUT")]
+    output: ExplainOutput,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The webhook server: AdmissionReview v1 on POST /validate over TLS,
@@ -88,6 +117,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = AuditOutput::Text, env = "CLAIMGUARD_OUTPUT")]
         output: AuditOutput,
     },
+    /// Why is this pod stuck? Its claims, their other users, where their
+    /// volumes are attached and whether those nodes are up, the findings,
+    /// the pod's Warning Events and the command that fixes it.
+    /// Exit 0: nothing found; 1: findings; 2: error.
+    Explain(ExplainArgs),
     /// Write a CA, a serving certificate for the Service's DNS names, a Secret
     /// manifest and a JSON Patch that sets caBundle on every webhook — for
     /// clusters without cert-manager.
@@ -191,10 +225,14 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
 /// appends it; see `claimguard::log_batch`); the guard writes what is left
 /// when dropped at the end of `main`. Never lossy: a full buffer makes the
 /// logging call wait.
-fn init_logging(format: LogFormat, background: bool) -> Option<claimguard::log_batch::BatchGuard> {
+fn init_logging(
+    format: LogFormat,
+    background: bool,
+    default_level: &str,
+) -> Option<claimguard::log_batch::BatchGuard> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAIMGUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     use std::io::IsTerminal;
     let batched = if background {
         // Only a thread that cannot start lands here; log unbatched then.
@@ -240,7 +278,18 @@ fn init_logging(format: LogFormat, background: bool) -> Option<claimguard::log_b
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
+    // explain is read by a person at a terminal: its one-line error says it
+    // all, without the client library's own log lines (CLAIMGUARD_LOG=info
+    // brings them back).
+    let level = match cli.command {
+        Command::Explain(_) => "off",
+        _ => "info",
+    };
+    let _log_guard = init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Serve(_)),
+        level,
+    );
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -328,6 +377,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Explain(args) => explain(args),
         Command::Certs {
             namespace,
             service,
@@ -583,4 +633,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     served?;
     Ok(())
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    use claimguard::explain::{self, Source};
+    let target = explain::parse_target(&args.target)?;
+    let source = if args.snapshot.is_empty() {
+        Source::Live {
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+        }
+    } else {
+        Source::Snapshot(check::expand_paths(&args.snapshot)?)
+    };
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let e = rt.block_on(explain::run(&source, &target, args.namespace.as_deref()))?;
+    let text = match args.output {
+        ExplainOutput::Text => explain::render_text(&e),
+        ExplainOutput::Json => explain::render_json(&e),
+    };
+    print!("{text}");
+    Ok(if e.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

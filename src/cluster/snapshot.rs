@@ -230,7 +230,9 @@ fn flow_depth_exceeds(text: &str, limit: usize) -> bool {
     false
 }
 
-fn parse_values(path: &str, text: &str) -> Result<Vec<serde_json::Value>, SnapshotError> {
+/// Every value of a manifest text (JSON or YAML, one or many documents),
+/// Lists not yet flattened.
+pub fn parse_values(path: &str, text: &str) -> Result<Vec<serde_json::Value>, SnapshotError> {
     if flow_depth_exceeds(text, MAX_NESTING) {
         return Err(SnapshotError::Read {
             path: path.to_string(),

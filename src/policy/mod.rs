@@ -15,6 +15,7 @@ pub use config::{
     DEFAULT_BLOCK_MULTI_WRITER_PROVISIONERS, DEFAULT_BLOCK_ONLY_PROVISIONERS,
 };
 pub use pin::{hostname_of, Pin};
+pub use rules::is_self as is_same_pod;
 pub use rules::{effective_max_surge, ALLOW_SHARED_WRITERS};
 pub use scale::evaluate_scale;
 

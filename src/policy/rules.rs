@@ -62,7 +62,7 @@ fn claim_modes(
 }
 
 /// Does this pod conflict with itself? Same uid, or same namespace/name.
-pub(super) fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
+pub fn is_self(c: &Consumer<'_>, meta: &ObjectMeta) -> bool {
     if let (Some(a), Some(b)) = (c.uid, meta.uid.as_deref()) {
         if !b.is_empty() && a.matches(b) {
             return true;

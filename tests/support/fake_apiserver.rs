@@ -40,10 +40,12 @@ pub enum Kind {
     Namespace,
     Node,
     VolumeAttachment,
+    /// core/v1 Events (read by `explain`; claimguard writes events.k8s.io/v1).
+    Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Pod,
         Kind::Pvc,
         Kind::Pv,
@@ -51,6 +53,7 @@ impl Kind {
         Kind::Namespace,
         Kind::Node,
         Kind::VolumeAttachment,
+        Kind::Event,
     ];
 
     pub fn plural(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Namespace => "namespaces",
             Kind::Node => "nodes",
             Kind::VolumeAttachment => "volumeattachments",
+            Kind::Event => "events",
         }
     }
 
@@ -74,6 +78,7 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::Node => "Node",
             Kind::VolumeAttachment => "VolumeAttachment",
+            Kind::Event => "Event",
         }
     }
 
@@ -85,7 +90,7 @@ impl Kind {
     }
 
     pub fn namespaced(self) -> bool {
-        matches!(self, Kind::Pod | Kind::Pvc)
+        matches!(self, Kind::Pod | Kind::Pvc | Kind::Event)
     }
 
     fn from_plural(p: &str) -> Option<Kind> {
@@ -136,6 +141,8 @@ struct Inner {
     gone_next_watches: usize,
     fail_next_lists: usize,
     fail_lists_of: HashMap<Kind, usize>,
+    /// Kinds the caller may not read (RBAC): every request gets 403.
+    forbidden: std::collections::HashSet<Kind>,
     gone_next_continues: usize,
     partitioned: bool,
     get_delay: Duration,
@@ -156,6 +163,7 @@ impl Default for Inner {
             gone_next_watches: 0,
             fail_next_lists: 0,
             fail_lists_of: HashMap::new(),
+            forbidden: Default::default(),
             gone_next_continues: 0,
             partitioned: false,
             get_delay: Duration::ZERO,
@@ -477,6 +485,11 @@ impl FakeApiServer {
         self.lock().gone_next_continues = n;
     }
 
+    /// Every request for `kind` gets 403 Forbidden, as RBAC answers.
+    pub fn forbid(&self, kind: Kind) {
+        self.lock().forbidden.insert(kind);
+    }
+
     /// The next `n` list requests for `kind` get HTTP 500.
     pub fn fail_next_lists_of(&self, kind: Kind, n: usize) {
         self.lock().fail_lists_of.insert(kind, n);
@@ -768,6 +781,23 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Arc<Shared>>) -
             ),
         );
     };
+    if shared.lock().forbidden.contains(&target.kind) {
+        let verb = if target.name.is_some() { "get" } else { "list" };
+        let scope = match &target.namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        return status_response(
+            403,
+            "Forbidden",
+            &format!(
+                "{} is forbidden: User \"jane\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
+                target.kind.plural(),
+                target.kind.plural(),
+                target.kind.api_version().rsplit_once('/').map(|(g, _)| g).unwrap_or("")
+            ),
+        );
+    }
     let query: HashMap<String, String> = url_query(req.query_string());
     if let Some(name) = target.name.clone() {
         return get_one(&shared, target, &name).await;
@@ -901,6 +931,44 @@ fn list(shared: &Shared, target: Target, query: &HashMap<String, String>) -> Htt
         }
         None => (inner.rv, None),
     };
+    // `fieldSelector=a.b=x,c=y`, as the API server filters Events by their
+    // involved object; a field it does not index is a 400 there too.
+    let mut selector: Vec<(String, String)> = Vec::new();
+    for term in query
+        .get("fieldSelector")
+        .map(String::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .filter(|t| !t.is_empty())
+    {
+        let Some((field, value)) = term.split_once('=') else {
+            return status_response(
+                400,
+                "BadRequest",
+                &format!("invalid field selector {term:?}"),
+            );
+        };
+        let field = field.trim_end_matches('=');
+        if !(field.starts_with("involvedObject.") || field.starts_with("metadata.")) {
+            return status_response(
+                400,
+                "BadRequest",
+                &format!("field label not supported: {field}"),
+            );
+        }
+        selector.push((format!("/{}", field.replace('.', "/")), value.to_string()));
+    }
+    let selected = |body: &Bytes| -> bool {
+        if selector.is_empty() {
+            return true;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return false;
+        };
+        selector
+            .iter()
+            .all(|(p, want)| v.pointer(p).and_then(Value::as_str) == Some(want.as_str()))
+    };
     let kind = target.kind;
     let mut items: Vec<&Bytes> = Vec::new();
     let mut last_key: Option<&Key> = None;
@@ -912,6 +980,9 @@ fn list(shared: &Shared, target: Target, query: &HashMap<String, String>) -> Htt
         };
         for (key, stored) in range {
             if target.namespace.as_ref().is_some_and(|ns| &key.0 != ns) {
+                continue;
+            }
+            if !selected(&stored.body) {
                 continue;
             }
             if limit.is_some_and(|l| items.len() == l) {

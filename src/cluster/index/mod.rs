@@ -96,6 +96,10 @@ pub struct Consumer<'a> {
     pub read_only: bool,
 }
 
+/// A stuck attachment, the access modes of its volume and the claim
+/// (namespace, name) bound to it when the index knows one.
+pub type StuckAttachment<'a> = (Attachment<'a>, AccessModes, Option<(&'a str, &'a str)>);
+
 /// Memory layout, for 100,000 pods and PVCs (docs/performance.md): claim
 /// names are not interned (a claim name is shared only between its claim
 /// entry and its consumers, which clone the entry's `Arc`); only namespace,
@@ -688,7 +692,7 @@ impl ClusterState {
     /// Every stuck attachment of a ReadWriteOncePod or single-node volume,
     /// with the claim bound to it when the index knows one: what the audit
     /// reports as `stale-attachment` and `serve` counts in a gauge. O(attachments).
-    pub fn stuck_attachments(&self) -> Vec<(Attachment<'_>, AccessModes, Option<(&str, &str)>)> {
+    pub fn stuck_attachments(&self) -> Vec<StuckAttachment<'_>> {
         let mut stuck: Vec<(VolumeRef<'_>, Attachment<'_>)> = self
             .attachments
             .all()

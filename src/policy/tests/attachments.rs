@@ -97,7 +97,7 @@ fn stuck_attachment_rows() {
     );
     failing.says = vec![
         "attached to node w1, whose detach fails: rpc error: code = Internal desc = volume busy, so this pod hangs;",
-        &"kubectl describe volumeattachment csi-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"[..],
+        "kubectl describe volumeattachment csi-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ];
     let mut rwop = case(
         "RWOP: the old holder is gone, its volume is not",
