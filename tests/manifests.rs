@@ -66,6 +66,29 @@ fn fallback_render(dir: &Path) -> Vec<Value> {
             objects.extend(parse_docs(&std::fs::read_to_string(&path).unwrap(), &path));
         }
     }
+    // A Component's resources, patches and labels apply to everything rendered so far,
+    // in the order the components are listed.
+    for comp in k["components"].as_array().into_iter().flatten() {
+        let cdir = dir.join(comp.as_str().unwrap());
+        let ctext = std::fs::read_to_string(cdir.join("kustomization.yaml")).unwrap();
+        let c: Value = serde_yaml_ng::from_str(&ctext).unwrap();
+        assert_eq!(c["kind"], "Component", "{}", cdir.display());
+        apply_kustomization(&cdir, &c, &mut objects);
+    }
+    apply_kustomization(dir, &k, &mut objects);
+    objects
+}
+
+/// The patches and labels of a kustomization, and a component's resources too,
+/// applied to `objects`.
+fn apply_kustomization(dir: &Path, k: &Value, objects: &mut Vec<Value>) {
+    let file = dir.join("kustomization.yaml");
+    if k["kind"] == "Component" {
+        for res in k["resources"].as_array().into_iter().flatten() {
+            let path = dir.join(res.as_str().unwrap());
+            objects.extend(parse_docs(&std::fs::read_to_string(&path).unwrap(), &path));
+        }
+    }
     for patch in k["patches"].as_array().into_iter().flatten() {
         let body = match (patch["patch"].as_str(), patch["path"].as_str()) {
             (Some(inline), _) => inline.to_string(),
@@ -79,9 +102,13 @@ fn fallback_render(dir: &Path) -> Vec<Value> {
                 .or(p["metadata"]["name"].as_str());
             let target = objects
                 .iter_mut()
-                .find(|o| o["kind"].as_str() == kind && o["metadata"]["name"].as_str() == name)
-                .unwrap_or_else(|| panic!("{}: no target {kind:?}/{name:?}", file.display()));
-            merge(target, &p);
+                .find(|o| o["kind"].as_str() == kind && o["metadata"]["name"].as_str() == name);
+            match target {
+                Some(target) => merge(target, &p),
+                // kustomize skips a patch whose explicit target selects nothing.
+                None if patch["target"].is_object() => {}
+                None => panic!("{}: no target {kind:?}/{name:?}", file.display()),
+            }
         }
     }
     for set in k["labels"].as_array().into_iter().flatten() {
@@ -89,7 +116,7 @@ fn fallback_render(dir: &Path) -> Vec<Value> {
             set["includeSelectors"], true,
             "fallback renderer: unsupported"
         );
-        for o in &mut objects {
+        for o in objects.iter_mut() {
             let labels = &mut o["metadata"]["labels"];
             if labels.is_null() {
                 *labels = json!({});
@@ -99,7 +126,6 @@ fn fallback_render(dir: &Path) -> Vec<Value> {
             }
         }
     }
-    objects
 }
 
 fn merge(target: &mut Value, patch: &Value) {
@@ -1011,6 +1037,7 @@ fn every_overlay_renders_objects_the_api_accepts() {
         "colocate",
         "monitoring",
         "policy-reports",
+        "production",
     ] {
         for o in render(sub) {
             if let Err(e) = k8s_schema::validate(&o) {
@@ -1063,6 +1090,83 @@ fn only_the_narrowed_pods_webhook_fails_closed() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Every component combines with every other in one kustomization, as a user writes
+/// it (`manifests/production/` is one such): the union of what each overlay adds,
+/// with cert-manager injecting the CA into the co-location webhooks as well.
+#[test]
+fn components_compose_in_one_kustomization() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // kustomize refuses absolute paths: the user's kustomization sits two levels
+    // below the repository, as it would in a GitOps tree.
+    let dir = repo
+        .join("target")
+        .join(format!("compose-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../manifests/base
+components:
+  - ../../manifests/components/audit-mode
+  - ../../manifests/components/colocate
+  - ../../manifests/components/cert-manager
+  - ../../manifests/components/monitoring
+  - ../../manifests/components/policy-reports
+",
+    )
+    .unwrap();
+    let all = match kubectl_render(&dir) {
+        Some(objs) => objs,
+        None => fallback_render(&dir),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let keys = |objs: &[Value]| objs.iter().map(key).collect::<BTreeSet<_>>();
+    let mut want = BTreeSet::new();
+    for sub in [
+        "audit-mode",
+        "cert-manager-colocate",
+        "monitoring",
+        "policy-reports",
+    ] {
+        want.extend(keys(&render(sub)));
+    }
+    assert_eq!(keys(&all), want);
+    assert_eq!(policy_file(&all)["mode"], "audit");
+    for o in all.iter().filter(|o| {
+        o["kind"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+    }) {
+        assert_eq!(
+            o["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            "claimguard-system/claimguard-serving",
+            "{}",
+            o["metadata"]["name"]
+        );
+    }
+    let deploy = all
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("Deployment");
+    let env: Vec<&str> = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for want in ["CLAIMGUARD_METRICS_LISTEN", "CLAIMGUARD_AUDIT_INTERVAL"] {
+        assert!(env.contains(&want), "{want} missing from {env:?}");
+    }
+    for o in &all {
+        if let Err(e) = k8s_schema::validate(o) {
+            panic!("composed: {e}");
         }
     }
 }

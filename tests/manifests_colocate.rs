@@ -188,7 +188,7 @@ fn check_mutating_webhooks(mwc: &Value) {
 
 #[test]
 fn webhook_file_has_the_settings_issue_15_asks_for() {
-    let path = manifests_dir("colocate/webhook/mutating-webhook.yaml");
+    let path = manifests_dir("components/colocate/mutating-webhook.yaml");
     let docs = parse_docs(&std::fs::read_to_string(&path).unwrap());
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["kind"], "MutatingWebhookConfiguration");
@@ -279,7 +279,7 @@ fn cert_manager_colocate_overlay_injects_the_ca_into_the_mutating_webhook() {
 /// too; it fills both and fails on a configuration with fewer.
 #[test]
 fn certs_writes_the_colocate_cabundle_patch() {
-    let file = manifests_dir("colocate/webhook/mutating-webhook.yaml");
+    let file = manifests_dir("components/colocate/mutating-webhook.yaml");
     let docs = parse_docs(&std::fs::read_to_string(file).unwrap());
     let mut mwc = find(&docs, "MutatingWebhookConfiguration", NAME).clone();
     let dir = tempfile::tempdir().unwrap();

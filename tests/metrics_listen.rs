@@ -13,7 +13,7 @@ use common::*;
 fn alert_metrics() -> Vec<String> {
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("manifests/monitoring/prometheusrule.yaml"),
+            .join("manifests/components/monitoring/prometheusrule.yaml"),
     )
     .unwrap();
     let mut names: Vec<String> = text
