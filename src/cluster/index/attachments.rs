@@ -17,45 +17,20 @@ use super::*;
 use crate::cluster::nodes::NodeHealth;
 
 /// A VolumeAttachment's name. The CSI attacher names them `csi-<sha256>`
-/// (64 lowercase hex digits): such a name is kept as its 32 bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum AttachmentName {
-    Csi([u8; 32]),
-    Other(Box<str>),
+/// (64 lowercase hex digits): such a name is kept as its 32 bytes in the
+/// entry; any other name (rare) beside the entries, by slot.
+fn csi_sha(name: &str) -> Option<[u8; 32]> {
+    name.strip_prefix("csi-").and_then(parse_sha)
 }
 
-impl AttachmentName {
-    fn of(name: &str) -> AttachmentName {
-        match name.strip_prefix("csi-").and_then(parse_sha) {
-            Some(b) => AttachmentName::Csi(b),
-            None => AttachmentName::Other(name.into()),
-        }
+fn csi_name(b: &[u8; 32]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(68);
+    s.push_str("csi-");
+    for x in b {
+        let _ = write!(s, "{x:02x}");
     }
-
-    fn is(&self, name: &str) -> bool {
-        match self {
-            AttachmentName::Other(n) => **n == *name,
-            AttachmentName::Csi(b) => name
-                .strip_prefix("csi-")
-                .and_then(parse_sha)
-                .is_some_and(|o| o == *b),
-        }
-    }
-}
-
-impl std::fmt::Display for AttachmentName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttachmentName::Other(n) => f.write_str(n),
-            AttachmentName::Csi(b) => {
-                f.write_str("csi-")?;
-                for x in b {
-                    write!(f, "{x:02x}")?;
-                }
-                Ok(())
-            }
-        }
-    }
+    s
 }
 
 /// 64 lowercase hex digits, exactly (so printing gives the name back).
@@ -78,13 +53,62 @@ fn parse_sha(s: &str) -> Option<[u8; 32]> {
 
 #[derive(Debug)]
 struct AttachmentEntry {
-    name: AttachmentName,
+    /// The name's sha256 when `csi`; else the name is in `other_names`.
+    sha: [u8; 32],
     volume: VolumeName,
-    /// Interned: every attachment of a node shares its name.
-    node: Arc<str>,
+    /// Index into the table's node names: every attachment of a node shares it.
+    node: u32,
+    csi: bool,
     attached: bool,
     /// `metadata.deletionTimestamp` is set: a detach is in progress.
     deleting: bool,
+}
+
+/// Node names, interned with a count of the attachments that use each, so a
+/// node's name is dropped with its last attachment (autoscaled nodes come
+/// and go) and an entry holds 4 bytes instead of a 16-byte `Arc<str>`.
+#[derive(Debug, Default)]
+struct NodeNames {
+    names: Vec<Option<(Arc<str>, u32)>>,
+    ids: HashMap<Arc<str>, u32>,
+    free: Vec<u32>,
+}
+
+impl NodeNames {
+    fn acquire(&mut self, node: Arc<str>) -> u32 {
+        if let Some(&id) = self.ids.get(&node) {
+            if let Some((_, n)) = &mut self.names[id as usize] {
+                *n += 1;
+            }
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.names.push(None);
+                (self.names.len() - 1) as u32
+            }
+        };
+        self.names[id as usize] = Some((node.clone(), 1));
+        self.ids.insert(node, id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        let Some((name, n)) = &mut self.names[id as usize] else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.ids.remove(&**name);
+            self.names[id as usize] = None;
+            self.free.push(id);
+        }
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names[id as usize].as_ref().map_or("", |(n, _)| n)
+    }
 }
 
 /// One attachment as the view answers it.
@@ -123,6 +147,18 @@ pub(super) struct AttachmentTable {
     hasher: DefaultHashBuilder,
     /// Detach errors by slot: rare, so not a field of every entry.
     detach_errors: HashMap<u32, Box<str>>,
+    /// Names that are not `csi-<sha256>`, by slot: rare too.
+    other_names: HashMap<u32, Box<str>>,
+    nodes: NodeNames,
+}
+
+/// Whether the entry in `slot` is named `name`.
+fn named(e: &AttachmentEntry, other: &HashMap<u32, Box<str>>, slot: u32, name: &str) -> bool {
+    if e.csi {
+        csi_sha(name).is_some_and(|b| b == e.sha)
+    } else {
+        other.get(&slot).is_some_and(|n| **n == *name)
+    }
 }
 
 impl AttachmentTable {
@@ -131,12 +167,12 @@ impl AttachmentTable {
     }
 
     fn find(&self, volume: VolumeRef<'_>, name: &str) -> Option<u32> {
-        let slab = &self.slab;
+        let (slab, other) = (&self.slab, &self.other_names);
         self.by_volume
             .find(self.hash(volume), |&s| {
                 slab[s as usize]
                     .as_ref()
-                    .is_some_and(|e| volume.equivalent(&e.volume) && e.name.is(name))
+                    .is_some_and(|e| volume.equivalent(&e.volume) && named(e, other, s, name))
             })
             .copied()
     }
@@ -150,16 +186,21 @@ impl AttachmentTable {
         let detach_error = status
             .and_then(|s| s.detach_error.as_ref())
             .map(|e| e.message.as_deref().unwrap_or("detach failed"));
+        let sha = csi_sha(name);
+        let node = self.nodes.acquire(node);
         let entry = AttachmentEntry {
-            name: AttachmentName::of(name),
+            sha: sha.unwrap_or_default(),
             volume: volume.into(),
             node,
+            csi: sha.is_some(),
             attached: status.is_some_and(|s| s.attached),
             deleting: va.metadata.deletion_timestamp.is_some(),
         };
         let slot = match self.find(volume, name) {
             Some(slot) => {
-                self.slab[slot as usize] = Some(entry);
+                if let Some(old) = self.slab[slot as usize].replace(entry) {
+                    self.nodes.release(old.node);
+                }
                 slot
             }
             None => {
@@ -181,6 +222,9 @@ impl AttachmentTable {
                 slot
             }
         };
+        if sha.is_none() {
+            self.other_names.insert(slot, name.into());
+        }
         match detach_error {
             Some(e) => {
                 self.detach_errors.insert(slot, e.into());
@@ -194,17 +238,20 @@ impl AttachmentTable {
     pub(super) fn delete(&mut self, volume: &str, name: &str) {
         let volume = VolumeRef::of(volume);
         let hash = self.hash(volume);
-        let slab = &self.slab;
+        let (slab, other) = (&self.slab, &self.other_names);
         let Ok(found) = self.by_volume.find_entry(hash, |&s| {
             slab[s as usize]
                 .as_ref()
-                .is_some_and(|e| volume.equivalent(&e.volume) && e.name.is(name))
+                .is_some_and(|e| volume.equivalent(&e.volume) && named(e, other, s, name))
         }) else {
             return;
         };
         let (slot, _) = found.remove();
-        self.slab[slot as usize] = None;
+        if let Some(old) = self.slab[slot as usize].take() {
+            self.nodes.release(old.node);
+        }
         self.detach_errors.remove(&slot);
+        self.other_names.remove(&slot);
         self.free.push(slot);
     }
 
@@ -214,19 +261,31 @@ impl AttachmentTable {
 
     /// (volume, name) of every attachment: the watch's keys for this kind.
     pub(super) fn keys(&self) -> Vec<(String, String)> {
-        self.slab
-            .iter()
-            .flatten()
-            .map(|e| (e.volume.to_string(), e.name.to_string()))
+        (0..self.slab.len() as u32)
+            .filter_map(|s| {
+                let e = self.slab[s as usize].as_ref()?;
+                Some((e.volume.to_string(), self.name_of(s, e)))
+            })
             .collect()
+    }
+
+    fn name_of(&self, slot: u32, e: &AttachmentEntry) -> String {
+        if e.csi {
+            csi_name(&e.sha)
+        } else {
+            self.other_names
+                .get(&slot)
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        }
     }
 
     fn facts(&self, slot: u32) -> Option<Attachment<'_>> {
         let e = self.slab[slot as usize].as_ref()?;
         Some(Attachment {
-            name: e.name.to_string(),
+            name: self.name_of(slot, e),
             volume: e.volume.to_string(),
-            node: &e.node,
+            node: self.nodes.name(e.node),
             attached: e.attached,
             deleting: e.deleting,
             detach_error: self.detach_errors.get(&slot).map(|m| &**m),
@@ -295,27 +354,60 @@ mod tests {
     #[test]
     fn csi_names_are_compact_and_print_back() {
         let name = format!("csi-{}", "0123456789abcdef".repeat(4));
-        let n = AttachmentName::of(&name);
-        assert!(matches!(n, AttachmentName::Csi(_)));
-        assert_eq!(n.to_string(), name);
-        assert!(n.is(&name));
-        assert!(!n.is(&name.to_uppercase()));
+        let b = csi_sha(&name).expect("a csi name");
+        assert_eq!(csi_name(&b), name);
         for other in [
             "va-1".to_string(),
             format!("csi-{}", "0123456789ABCDEF".repeat(4)),
             format!("csi-{}0", "0123456789abcdef".repeat(4)),
         ] {
-            let n = AttachmentName::of(&other);
-            assert!(matches!(n, AttachmentName::Other(_)), "{other}");
-            assert_eq!(n.to_string(), other);
+            assert!(csi_sha(&other).is_none(), "{other}");
         }
+    }
+
+    fn va(name: &str, volume: &str, node: &str) -> objects::VolumeAttachment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"attacher": "x", "nodeName": node, "source": {"persistentVolumeName": volume}},
+            "status": {"attached": true}
+        }))
+        .expect("va")
+    }
+
+    #[test]
+    fn names_and_nodes_round_trip_and_are_released() {
+        let csi = format!("csi-{}", "ab".repeat(32));
+        let mut t = AttachmentTable::default();
+        t.apply(&va(&csi, "pv-1", "n1"), "n1".into());
+        t.apply(&va("va-other", "pv-1", "n2"), "n2".into());
+        t.apply(&va("va-3", "pv-2", "n1"), "n1".into());
+        let names: Vec<(String, String)> = t
+            .of_volume(VolumeRef::of("pv-1"))
+            .into_iter()
+            .map(|a| (a.name, a.node.to_string()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![(csi.clone(), "n1".into()), ("va-other".into(), "n2".into())]
+        );
+        // Moving an attachment to another node releases the old name.
+        t.apply(&va("va-other", "pv-1", "n3"), "n3".into());
+        assert!(!t.nodes.ids.contains_key("n2"));
+        t.delete("pv-1", &csi);
+        t.delete("pv-1", "va-other");
+        assert_eq!(t.len(), 1);
+        assert!(t.other_names.len() == 1, "{:?}", t.other_names);
+        assert!(!t.nodes.ids.contains_key("n3"));
+        t.delete("pv-2", "va-3");
+        assert!(t.nodes.ids.is_empty() && t.other_names.is_empty());
+        assert_eq!(t.keys(), Vec::<(String, String)>::new());
     }
 
     #[test]
     fn an_entry_stays_small() {
         // The budget is 100 bytes an attachment, table slots included.
         assert!(
-            std::mem::size_of::<Option<AttachmentEntry>>() <= 88,
+            std::mem::size_of::<Option<AttachmentEntry>>() <= 64,
             "{}",
             std::mem::size_of::<Option<AttachmentEntry>>()
         );
