@@ -6,14 +6,15 @@
 # to the server. The kernel's share (system calls, loopback) is not counted.
 #
 #   bench/instructions.sh                # nginx, the null server, the engine-only
-#                                        # server and target/release/claimguard
+#                                        # server and target/profiling/claimguard
 #   bench/instructions.sh BINARY ...     # claimguard binaries side by side
 #
 # nginx (one process: master_process off) answering a fixed body over the
 # same certificate is the outside ceiling, as in bench/run.sh.
 # Needs valgrind, wrk and, for the ceiling, nginx (apt-get install valgrind
-# wrk nginx-light) and the release examples (cargo build --release
-# --examples). PODS (default 10000) sizes the snapshot; SECONDS_EACH
+# wrk nginx-light) and the profiling build of the binary and examples
+# (cargo build --profile profiling --bins --examples: the release build with
+# symbols, so callgrind's per-function counts have names). PODS (default 10000) sizes the snapshot; SECONDS_EACH
 # (default 10) the counted wrk run per body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 source bench/ceiling.sh
 PODS=${PODS:-10000}
 SECONDS_EACH=${SECONDS_EACH:-10}
-LOADGEN=target/release/examples/loadgen
+LOADGEN=target/profiling/examples/loadgen
 for tool in valgrind callgrind_control wrk; do
     command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk)" >&2; exit 1; }
 done
@@ -91,13 +92,13 @@ for body in claims noclaims; do
     count null "$body" "$LOADGEN" --null-server --listen "127.0.0.1:$PORT" "${TLS[@]}"
     count engine-only "$body" "$LOADGEN" --engine-server --snapshot "$WORK/cluster.json" \
         --listen "127.0.0.1:$PORT" "${TLS[@]}"
-    serve target/release/claimguard "$body"
+    serve target/profiling/claimguard "$body"
 done
 # Instruction ratios, read like the throughput ratios (higher is better for
 # serve): the cheaper server's count over the dearer one's.
 awk '{ k[$1 "/" $2] = $3 }
      END {
-       s = "target/release/claimguard"
+       s = "target/profiling/claimguard"
        if (k["nginx/claims"]) printf "nginx / serve, two-claim review      = %.2f\n", k["nginx/claims"] / k[s "/claims"]
        printf "engine-only / serve                  = %.2f\n", k["engine-only/claims"] / k[s "/claims"]
        if (k["nginx/noclaims"]) printf "nginx / serve, claimless pod         = %.2f\n", k["nginx/noclaims"] / k[s "/noclaims"]

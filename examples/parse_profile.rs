@@ -2,7 +2,8 @@
 //! callgrind (wall time on a shared 2-core machine is too noisy to compare
 //! two versions of the parser):
 //!
-//! `valgrind --tool=callgrind target/release/examples/parse_profile 2000`
+//! `cargo build --profile profiling --example parse_profile && valgrind --tool=callgrind target/profiling/examples/parse_profile 2000`
+//! (the profiling profile is the release build with symbols, so callgrind names functions)
 
 #[path = "../benches/common/mod.rs"]
 mod common;

@@ -1,7 +1,8 @@
 //! `Engine::review` of one body file against a snapshot, N times, for
 //! instruction counts under callgrind and a wall-time figure per review:
 //!
-//! `valgrind --tool=callgrind target/release/examples/review_profile SNAPSHOT BODY 2000`
+//! `cargo build --profile profiling --example review_profile && valgrind --tool=callgrind target/profiling/examples/review_profile SNAPSHOT BODY 2000`
+//! (the profiling profile is the release build with symbols)
 //!
 //! (`loadgen --write-snapshot` and `loadgen --write-reviews` write the
 //! inputs the load runs use.)

@@ -275,16 +275,37 @@ fn store(state: &mut ClusterState, object: &Object) {
     state.apply_object(object);
 }
 
-/// What `kubectl apply` prints, object by object.
-pub fn render_text(report: &CheckReport) -> String {
-    let mut out = String::new();
+/// Where `kubectl apply` writes a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `pod/x created`, `deployment.apps/y configured`.
+    Stdout,
+    /// `Warning: …` and `Error from server (Forbidden): …`.
+    Stderr,
+}
+
+/// What `kubectl apply` prints, object by object, each line with its stream.
+pub fn text_lines(report: &CheckReport) -> Vec<(Stream, String)> {
+    let mut out = Vec::new();
     for o in &report.objects {
         for w in &o.warnings {
-            out.push_str("Warning: ");
-            out.push_str(w);
-            out.push('\n');
+            out.push((Stream::Stderr, format!("Warning: {w}")));
         }
-        out.push_str(&o.result);
+        let stream = if o.denial.is_some() {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        out.push((stream, o.result.clone()));
+    }
+    out
+}
+
+/// Both streams of [`text_lines`] as one terminal shows them.
+pub fn render_text(report: &CheckReport) -> String {
+    let mut out = String::new();
+    for (_, line) in text_lines(report) {
+        out.push_str(&line);
         out.push('\n');
     }
     out

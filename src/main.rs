@@ -91,30 +91,51 @@ enum Command {
     /// cluster state, and print what `kubectl apply` would print.
     /// Exit 0: no denial; 1: a denial; 2: bad input.
     Check {
-        /// Cluster state: `kubectl get pods,pvc,pv,storageclass,namespaces -A -o yaml` output (repeatable).
+        /// Cluster state the manifests are applied to: `kubectl get
+        /// pods,pvc,pv,storageclass,namespaces -A -o yaml` output (repeatable).
+        /// Without --snapshot the cluster is empty: only the manifests given
+        /// exist. A file that is empty or holds no object is refused; write an
+        /// empty cluster as an empty `kind: List`.
         #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
         snapshot: Vec<PathBuf>,
         /// Policy file (YAML); the built-in defaults otherwise.
         #[arg(long, env = "CLAIMGUARD_POLICY")]
         policy: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = CheckOutput::Text, env = "CLAIMGUARD_OUTPUT")]
+        /// Output format. text: what `kubectl apply` prints, `created` and
+        /// `configured` lines on stdout, `Warning:` and `Error from server`
+        /// lines on stderr; json: one report on stdout.
+        #[arg(short = 'o', long, value_enum, default_value_t = CheckOutput::Text, env = "CLAIMGUARD_OUTPUT")]
         output: CheckOutput,
-        /// Manifest files or directories, applied in the order given.
+        /// Exit 1 when any warning is printed, as for a denial (bad input is still 2).
+        #[arg(long, env = "CLAIMGUARD_WARNINGS_AS_ERRORS")]
+        warnings_as_errors: bool,
+        /// Manifest files or directories (`-` for standard input), applied in the order given.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Scan the cluster (or --snapshot) for violations that already exist.
     /// Exit 0: none; 1: some; 2: error.
     Audit {
-        /// Audit snapshot files instead of the cluster (repeatable; directories allowed).
+        /// Audit snapshot files instead of the cluster (repeatable; directories
+        /// allowed). A file that is empty or holds no object is refused; write
+        /// an empty cluster as an empty `kind: List`.
         #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
         snapshot: Vec<PathBuf>,
-        /// Kubeconfig for the API server [default: in-cluster, then ~/.kube/config].
+        /// Kubeconfig for the API server [default: in-cluster, then $KUBECONFIG / ~/.kube/config].
         #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context to use; else its current context.
+        #[arg(long, env = "CLAIMGUARD_CONTEXT")]
+        context: Option<String>,
+        /// Report only violations in this namespace [default: every namespace].
+        #[arg(short = 'n', long, env = "CLAIMGUARD_NAMESPACE")]
+        namespace: Option<String>,
+        /// Policy file (YAML); the built-in defaults otherwise.
         #[arg(long, env = "CLAIMGUARD_POLICY")]
         policy: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = AuditOutput::Text, env = "CLAIMGUARD_OUTPUT")]
+        /// Output format: text (a table), json, or policyreport
+        /// (wgpolicyk8s.io/v1alpha2 PolicyReports, YAML, one per namespace).
+        #[arg(short = 'o', long, value_enum, default_value_t = AuditOutput::Text, env = "CLAIMGUARD_OUTPUT")]
         output: AuditOutput,
     },
     /// Why is this pod stuck? Its claims, their other users, where their
@@ -126,8 +147,11 @@ enum Command {
     /// manifest and a JSON Patch that sets caBundle on every webhook — for
     /// clusters without cert-manager.
     Certs {
-        #[arg(long, default_value = certs::DEFAULT_NAMESPACE, env = "CLAIMGUARD_NAMESPACE")]
+        /// Namespace of the webhook's Service: the certificate is for
+        /// `<service>.<namespace>.svc` (and the shorter names).
+        #[arg(short = 'n', long, default_value = certs::DEFAULT_NAMESPACE, env = "CLAIMGUARD_NAMESPACE")]
         namespace: String,
+        /// Name of the webhook's Service.
         #[arg(long, default_value = certs::DEFAULT_SERVICE, env = "CLAIMGUARD_SERVICE")]
         service: String,
         /// Directory to write into (created if missing).
@@ -164,24 +188,28 @@ struct ServeArgs {
     #[arg(long, env = "CLAIMGUARD_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Use snapshot files as the cluster instead of the API server (repeatable).
-    /// Admitted objects join the in-memory state.
+    /// Admitted objects join the in-memory state. A file that is empty or
+    /// holds no object is refused; an empty cluster is an empty `kind: List`.
     #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
     snapshot: Vec<PathBuf>,
     /// Policy file (YAML), reloaded when it changes; the built-in defaults otherwise.
     #[arg(long, env = "CLAIMGUARD_POLICY")]
     policy: Option<PathBuf>,
-    /// Kubeconfig for the API server [default: in-cluster, then ~/.kube/config].
+    /// Kubeconfig for the API server [default: in-cluster, then $KUBECONFIG / ~/.kube/config].
     #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (live mode); else its current context.
+    #[arg(long, env = "CLAIMGUARD_CONTEXT")]
+    context: Option<String>,
     /// Development mode: 127.0.0.1:8443, certificates in certs/dev/ (made if
     /// missing), the built-in example cluster (examples/cluster.yaml) unless
-    /// --snapshot is given.
+    /// --snapshot is given; Ctrl-C or SIGTERM stops it at once.
     #[arg(long, env = "CLAIMGUARD_DEV")]
     dev: bool,
-    /// After SIGTERM, keep serving this long (the API server reuses
-    /// keep-alive connections), then drain.
-    #[arg(long, env = "CLAIMGUARD_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "5s")]
-    shutdown_grace: Duration,
+    /// After SIGTERM or SIGINT, keep serving this long (the API server reuses
+    /// keep-alive connections), then drain [default: 5s; 0s with --dev].
+    #[arg(long, env = "CLAIMGUARD_SHUTDOWN_GRACE", value_parser = parse_duration)]
+    shutdown_grace: Option<Duration>,
     /// Audit the live view this often and write PolicyReports (wgpolicyk8s.io/v1alpha2)
     /// per namespace, e.g. 10m. Off by default; needs the API server (not --snapshot).
     #[arg(long, env = "CLAIMGUARD_AUDIT_INTERVAL", value_parser = parse_duration)]
@@ -283,6 +311,9 @@ fn main() -> ExitCode {
     // brings them back).
     let level = match cli.command {
         Command::Explain(_) => "off",
+        // audit's error is one line too; its own warnings (a kind it may
+        // not list) stay.
+        Command::Audit { .. } => "warn,kube_client=off",
         _ => "info",
     };
     let _log_guard = init_logging(
@@ -329,24 +360,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             snapshot,
             policy,
             output,
+            warnings_as_errors,
             files,
         } => {
             let policy = load_policy(policy.as_ref())?;
-            let report = check::run(&snapshot, &policy, &files).context("check")?;
-            let text = match output {
-                CheckOutput::Text => check::render_text(&report),
-                CheckOutput::Json => check::render_json(&report),
-            };
-            print!("{text}");
-            Ok(if report.denied > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let report = check::run(&snapshot, &policy, &files)?;
+            match output {
+                CheckOutput::Text => print_check_text(&report)?,
+                CheckOutput::Json => print!("{}", check::render_json(&report)),
+            }
+            Ok(
+                if report.denied > 0 || (warnings_as_errors && report.warnings > 0) {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
         }
         Command::Audit {
             snapshot,
             kubeconfig,
+            context,
+            namespace,
             policy,
             output,
         } => {
@@ -357,12 +392,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
                 rt.block_on(async {
-                    let client = live::client_from(kubeconfig.as_deref()).await?;
+                    let client =
+                        live::client_from(kubeconfig.as_deref(), context.as_deref()).await?;
                     anyhow::Ok(audit::reporter::load_from_cluster(&client).await?)
                 })
                 .context("cannot read the cluster (audit a dump instead with --snapshot FILE)")?
             };
-            let report = audit::audit_state(&state, &objects, &policy);
+            let mut report = audit::audit_state(&state, &objects, &policy);
+            if let Some(ns) = &namespace {
+                report.violations.retain(|v| &v.namespace == ns);
+            }
             let text = match output {
                 AuditOutput::Text => audit::render_text(&report),
                 AuditOutput::Json => audit::render_json(&report),
@@ -418,6 +457,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `check`'s text output where kubectl writes it: `created`/`configured` on
+/// stdout, `Warning:` and `Error from server` lines on stderr, in order.
+fn print_check_text(report: &check::CheckReport) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    for (stream, line) in check::text_lines(report) {
+        match stream {
+            check::Stream::Stdout => writeln!(out, "{line}")?,
+            check::Stream::Stderr => {
+                // What came before on stdout first, as a terminal shows it.
+                out.flush()?;
+                writeln!(err, "{line}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// The replica's namespace: `POD_NAMESPACE` (downward API), else claimguard-system.
@@ -501,7 +560,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut election_handle = None;
     let mut client = None;
     let cluster = if snapshot.is_empty() {
-        let c = live::client_from(args.kubeconfig.as_deref()).await?;
+        let c = live::client_from(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
         let cluster = Arc::new(SharedCluster::new(ClusterState::new(), false));
         let restarts = metrics.register_counter(
             "claimguard_watch_restarts",
@@ -609,7 +668,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let mut config = ServeConfig::new(listen, tls_cert, tls_key);
-    config.shutdown_grace = args.shutdown_grace;
+    match (args.shutdown_grace, args.dev) {
+        (Some(grace), _) => config.shutdown_grace = grace,
+        // A dev server has no API server holding connections to it and no
+        // traffic worth a drain: Ctrl-C stops it at once.
+        (None, true) => {
+            config.shutdown_grace = Duration::ZERO;
+            config.drain_timeout = Duration::ZERO;
+        }
+        (None, false) => {}
+    }
     config.workers = args.workers.map(usize::from);
     config.client_ca = args.client_ca.clone();
     config.metrics_listen = args.metrics_listen;

@@ -341,7 +341,7 @@ fn json_the_fast_path_refuses_gets_the_readers_error() {
         ),
         (
             r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c"}],"volumes":3}}]}"#,
-            "Pod a",
+            "items[0].spec.volumes: invalid type: integer `3`, expected a sequence",
         ),
     ] {
         let p = dir.path().join("bad.json");

@@ -17,6 +17,69 @@ fn claimguard(args: &[&str]) -> Output {
         .expect("run claimguard")
 }
 
+/// Both streams through one pipe, as a terminal (or `2>&1`) shows them.
+fn claimguard_merged(args: &[&str]) -> (String, i32) {
+    use std::io::Read;
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_claimguard"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("CLAIMGUARD_SNAPSHOT")
+        .env_remove("CLAIMGUARD_POLICY")
+        .stdout(writer.try_clone().expect("clone pipe"))
+        .stderr(writer)
+        .spawn()
+        .expect("run claimguard");
+    let mut text = String::new();
+    reader.read_to_string(&mut text).expect("read output");
+    let code = child.wait().expect("wait").code().unwrap_or(-1);
+    (text, code)
+}
+
+/// kubectl's streams: `Warning:` and `Error from server` lines on stderr,
+/// the rest on stdout.
+fn is_stderr_line(line: &str) -> bool {
+    line.starts_with("Warning: ") || line.starts_with("Error from server")
+}
+
+/// `text` (a terminal transcript) split as kubectl splits it.
+fn split_streams(text: &str) -> (String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    for line in text.lines() {
+        let s = if is_stderr_line(line) {
+            &mut err
+        } else {
+            &mut out
+        };
+        s.push_str(line);
+        s.push('\n');
+    }
+    (out, err)
+}
+
+/// The run prints `text` as kubectl would: each line on its stream, and in
+/// this order when both streams go to one terminal.
+fn assert_prints(args: &[&str], text: &str, code: i32, what: &str) {
+    let out = claimguard(args);
+    let (stdout, stderr) = split_streams(text);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        stdout,
+        "{what}: stdout"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        stderr,
+        "{what}: stderr"
+    );
+    assert_eq!(out.status.code(), Some(code), "{what}");
+    let (merged, merged_code) = claimguard_merged(args);
+    assert_eq!(merged, text, "{what}: both streams in order");
+    assert_eq!(merged_code, code, "{what}");
+}
+
+/// `examples/expected/NAME.txt` is the transcript of a terminal (stdout and
+/// stderr in order); `NAME.exit` the exit status.
 fn expected(name: &str) -> (String, i32) {
     let dir = root().join("examples/expected");
     let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
@@ -31,10 +94,13 @@ fn every_scenario_prints_what_kubectl_would() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
         let rel = format!("examples/scenarios/{name}.yaml");
-        let out = claimguard(&["check", "--snapshot", "examples/cluster.yaml", &rel]);
         let (text, code) = expected(&name);
-        assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{name}");
-        assert_eq!(out.status.code(), Some(code), "{name}");
+        assert_prints(
+            &["check", "--snapshot", "examples/cluster.yaml", &rel],
+            &text,
+            code,
+            &name,
+        );
         n += 1;
     }
     assert!(n >= 9);
@@ -42,15 +108,18 @@ fn every_scenario_prints_what_kubectl_would() {
 
 #[test]
 fn a_directory_is_applied_in_order_and_state_carries_over() {
-    let out = claimguard(&[
-        "check",
-        "--snapshot",
-        "examples/cluster.yaml",
-        "examples/scenarios/",
-    ]);
     let (text, code) = expected("all");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), text);
-    assert_eq!(out.status.code(), Some(code));
+    assert_prints(
+        &[
+            "check",
+            "--snapshot",
+            "examples/cluster.yaml",
+            "examples/scenarios/",
+        ],
+        &text,
+        code,
+        "all",
+    );
     assert_eq!(code, 1);
     // writer-b, admitted first, is named in writer-c's denial.
     assert!(
@@ -119,8 +188,12 @@ fn policy_file_changes_the_verdict() {
         "examples/scenarios/03-rwop-second-pod.yaml",
     ]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout)
+    assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("Warning: [rwop-exclusive] not enforced (audit mode): "));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/pg-debug created\n"
+    );
 }
 
 fn assert_bad_input(args: &[&str], want: &str) {
@@ -165,7 +238,7 @@ fn bad_input_is_exit_2_with_one_line() {
         (write(d, "deep.yaml", &format!("kind: Pod\nx: {}1{}\n", "[".repeat(50_000), "]".repeat(50_000))), "nested deeper than"),
         (
             write(d, "wrongtype.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec: {replicas: many}\n"),
-            "Deployment a",
+            "wrongtype.yaml: spec.replicas: invalid type: string \"many\", expected i64",
         ),
         (d.join("missing.yaml").to_str().unwrap().to_string(), "missing.yaml"),
     ];
@@ -206,7 +279,8 @@ fn a_denial_names_its_file_and_the_webhook_as_kubectl_does() {
         "examples/scenarios/04-deployment-replicas.yaml",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.stdout.is_empty(), "denials go to stderr");
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("Error from server (Forbidden): error when creating \"examples/scenarios/03-rwop-second-pod.yaml\": admission webhook \"pods.claimguard.io\" denied the request: [rwop-exclusive] "), "{text}");
     assert!(text.contains("Error from server (Forbidden): error when creating \"examples/scenarios/04-deployment-replicas.yaml\": admission webhook \"workloads.claimguard.io\" denied the request: [workload-rwop-replicas] "), "{text}");
 }
@@ -254,9 +328,9 @@ fn a_denied_update_is_judged_against_the_old_object() {
     };
     let one = write(d.path(), "one.yaml", &deploy(1));
     let three = write(d.path(), "three.yaml", &deploy(3));
-    let out = claimguard(&["check", "--snapshot", "examples/cluster.yaml", &one, &three]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (text, code) =
+        claimguard_merged(&["check", "--snapshot", "examples/cluster.yaml", &one, &three]);
+    assert_eq!(code, 1, "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "deployment.apps/pg created");
     assert!(
@@ -274,6 +348,7 @@ fn a_dash_reads_standard_input() {
         .env_remove("CLAIMGUARD_SNAPSHOT")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let manifest =
@@ -281,7 +356,7 @@ fn a_dash_reads_standard_input() {
     child.stdin.take().unwrap().write_all(&manifest).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with(
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with(
         "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"pods.claimguard.io\" denied the request: [rwop-exclusive] "
     ));
 }

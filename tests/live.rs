@@ -717,7 +717,7 @@ async fn client_from_an_explicit_kubeconfig_reaches_the_server() {
         server.url()
     );
     std::fs::write(&path, kubeconfig).expect("write kubeconfig");
-    let client = live::client_from(Some(&path))
+    let client = live::client_from(Some(&path), None)
         .await
         .expect("client from kubeconfig");
     assert_eq!(client.default_namespace(), "team-a");
@@ -729,7 +729,7 @@ async fn client_from_an_explicit_kubeconfig_reaches_the_server() {
     converge(&cluster, &server).await;
 
     let missing = dir.path().join("absent");
-    match live::client_from(Some(&missing)).await {
+    match live::client_from(Some(&missing), None).await {
         Err(e @ live::LiveError::Kubeconfig { .. }) => {
             assert!(e.to_string().contains("absent"), "{e}")
         }

@@ -257,11 +257,21 @@ impl Engine {
             // A kind or operation claimguard does not judge: allowed without comment.
             return finish(req, Verdict::allow());
         };
-        let namespace = object
-            .metadata()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| req.namespace.clone());
+        // The object's, else the request's; a namespaced object with
+        // neither (no API server sends one; hand-written reviews do) is in
+        // `default`, as kubectl and the snapshot reader place it.
+        let namespace = [object.metadata().namespace.as_deref(), Some(&req.namespace)]
+            .into_iter()
+            .flatten()
+            .find(|ns| !ns.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if object.kind().is_namespaced() {
+                    "default".to_string()
+                } else {
+                    String::new()
+                }
+            });
         let not_ready = !self.cluster.is_synced();
         let lookups = if not_ready {
             Lookups::default()

@@ -31,8 +31,58 @@ pub enum ReviewError {
     NoUid,
     #[error("AdmissionReview request for {operation} {kind} has no object")]
     NoObject { operation: String, kind: String },
+    /// `reason` starts with the path of the field that failed, inside the
+    /// object (`spec.volumes: invalid type: …`), when it is known.
     #[error("request.object is not a valid {kind}: {reason}")]
     BadObject { kind: String, reason: String },
+}
+
+/// Where a parse of `body` as `T` fails: the field path (`request.uid`,
+/// `request.object.spec.volumes`), or `None` when it does not fail there.
+/// Only for a body already known to be bad: it parses it once more.
+fn failing_field<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Option<String> {
+    let mut track = serde_path_to_error::Track::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match T::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track)) {
+        Ok(_) => None,
+        Err(_) => Some(track.path().to_string()).filter(|p| p != "."),
+    }
+}
+
+/// The object's own path of a field under `request.object` or
+/// `request.oldObject`, with the object named when it is the old one.
+fn object_field(path: &str) -> String {
+    if let Some(rest) = path.strip_prefix("request.object.") {
+        rest.to_string()
+    } else if let Some(rest) = path.strip_prefix("request.oldObject.") {
+        format!("oldObject.{rest}")
+    } else {
+        path.to_string()
+    }
+}
+
+/// `path: reason`, or the reason alone when the path is not known.
+fn with_field(path: Option<String>, reason: String) -> String {
+    match path {
+        Some(p) => format!("{p}: {reason}"),
+        None => reason,
+    }
+}
+
+/// Parse an object's JSON as `kind`; on failure, the reason led by the
+/// field's path in the object.
+fn object_from_raw(kind: Kind, raw: &str) -> Result<Object, String> {
+    let mut track = serde_path_to_error::Track::new();
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let parsed = Object::deserialize_as(
+        kind,
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+    )
+    .and_then(|o| de.end().map(|()| o));
+    parsed.map_err(|e| {
+        let path = Some(track.path().to_string()).filter(|p| p != ".");
+        with_field(path, one_line(e.to_string()))
+    })
 }
 
 #[derive(Deserialize)]
@@ -316,15 +366,18 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     let review = parsed.map_err(|e| {
         let object_failure = OBJECT_FAILURE.with(|f| f.borrow_mut().take());
         if e.is_syntax() || e.is_eof() {
-            ReviewError::NotJson(one_line(e.to_string()))
-        } else if let Some((kind, _)) = object_failure {
+            return ReviewError::NotJson(one_line(e.to_string()));
+        }
+        // The error path only: parse again, tracking the field that failed.
+        let field = failing_field::<ReviewIn<'_>>(body);
+        OBJECT_FAILURE.with(|f| f.borrow_mut().take());
+        match object_failure {
             // serde's own message carries the position in the whole body.
-            ReviewError::BadObject {
+            Some((kind, _)) => ReviewError::BadObject {
                 kind: kind.as_str().into(),
-                reason: one_line(e.to_string()),
-            }
-        } else {
-            ReviewError::NotAReview(one_line(e.to_string()))
+                reason: with_field(field.as_deref().map(object_field), one_line(e.to_string())),
+            },
+            None => ReviewError::NotAReview(with_field(field, one_line(e.to_string()))),
         }
     })?;
     match review.kind.as_deref() {
@@ -376,14 +429,12 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     let parse = |field: ObjectIn<'_>| -> Result<Option<Object>, ReviewError> {
         match (kind, field) {
             (Some(_), ObjectIn::Parsed(o)) => Ok(o),
-            (Some(k), ObjectIn::Raw(r)) if r.get().trim() != "null" => {
-                Object::from_slice(k, r.get().as_bytes())
-                    .map(Some)
-                    .map_err(|e| ReviewError::BadObject {
-                        kind: k.as_str().into(),
-                        reason: one_line(e.to_string()),
-                    })
-            }
+            (Some(k), ObjectIn::Raw(r)) if r.get().trim() != "null" => object_from_raw(k, r.get())
+                .map(Some)
+                .map_err(|reason| ReviewError::BadObject {
+                    kind: k.as_str().into(),
+                    reason,
+                }),
             _ => Ok(None),
         }
     };
@@ -579,7 +630,16 @@ mod tests {
             (review(serde_json::json!({"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE"})), "has no object"),
             (
                 review(serde_json::json!({"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": {"spec": {"volumes": 5}}})),
-                "not a valid Pod",
+                "not a valid Pod: spec.volumes: invalid type: integer `5`, expected a sequence",
+            ),
+            (
+                // `object` before `kind`: the raw-text path names the field too.
+                review(serde_json::json!({"object": {"spec": {"containers": [{"name": "c", "volumeMounts": "m"}]}}, "uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE"})),
+                "not a valid Pod: spec.containers[0].volumeMounts: invalid type: string \"m\", expected a sequence",
+            ),
+            (
+                review(serde_json::json!({"uid": 7, "kind": {"kind": "Pod"}, "operation": "CREATE"})),
+                "not an AdmissionReview: request.uid: invalid type: integer `7`, expected a string",
             ),
         ];
         for (body, want) in cases {
@@ -623,7 +683,11 @@ mod tests {
         let bad = api_server_order.replace(r#""volumes":[{"#, r#""volumes":5,"x":[{"#);
         let e = parse_request(bad.as_bytes()).unwrap_err();
         assert!(matches!(e, ReviewError::BadObject { .. }), "{e:?}");
-        assert!(e.to_string().contains("not a valid Pod"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not a valid Pod: spec.volumes: invalid type: integer `5`"),
+            "{e}"
+        );
         let broken = api_server_order.replace(r#""nodeName":"n1""#, r#""nodeName":"n1"#);
         assert!(matches!(
             parse_request(broken.as_bytes()),

@@ -123,23 +123,38 @@ impl Drop for LiveHandle {
 
 /// A Kubernetes client from an explicit kubeconfig file, else kube's inference
 /// (in-cluster service account, then `$KUBECONFIG` / `~/.kube/config`).
-pub async fn client_from(kubeconfig: Option<&Path>) -> Result<kube::Client, LiveError> {
-    let config = match kubeconfig {
-        Some(path) => {
+pub async fn client_from(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, LiveError> {
+    let opts = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
                 LiveError::Kubeconfig {
                     path: path.to_path_buf(),
                     source,
                 }
             })?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(kc, &opts)
                 .await
                 .map_err(|source| LiveError::Kubeconfig {
                     path: path.to_path_buf(),
                     source,
                 })?
         }
-        None => kube::Config::infer().await?,
+        // A context names an entry of $KUBECONFIG / ~/.kube/config: no
+        // in-cluster fallback.
+        (None, Some(_)) => kube::Config::from_kubeconfig(&opts)
+            .await
+            .map_err(|source| LiveError::Kubeconfig {
+                path: "$KUBECONFIG or ~/.kube/config".into(),
+                source,
+            })?,
+        (None, None) => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(config)?)
 }

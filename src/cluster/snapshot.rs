@@ -20,6 +20,42 @@ pub enum SnapshotError {
         doc: usize,
         reason: String,
     },
+    /// A field of a known kind with the wrong shape, named by its path in
+    /// the document (`spec.volumes`, `items[3].spec.replicas`); the document
+    /// is numbered only in a file of several.
+    #[error("{path}: {}{field}: {reason}", .doc.map(|d| format!("document {d}: ")).unwrap_or_default())]
+    Field {
+        path: String,
+        doc: Option<usize>,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Why a document could not be read: a reason about the whole document, or
+/// a field of it that does not have its kind's shape.
+enum DocError {
+    Reason(String),
+    Field { field: String, reason: String },
+}
+
+impl From<String> for DocError {
+    fn from(reason: String) -> Self {
+        DocError::Reason(reason)
+    }
+}
+
+/// Parse `value` as `kind`; on failure, the path of the field that failed
+/// (`spec.volumes`) and serde's reason.
+pub fn object_with_path(kind: Kind, value: &serde_json::Value) -> Result<Object, (String, String)> {
+    let mut track = serde_path_to_error::Track::new();
+    match Object::deserialize_as(
+        kind,
+        serde_path_to_error::Deserializer::new(value, &mut track),
+    ) {
+        Ok(o) => Ok(o),
+        Err(e) => Err((track.path().to_string(), e.to_string())),
+    }
 }
 
 /// One document of a manifest file, in file order. `object` is `None` for
@@ -58,6 +94,11 @@ impl Document {
 /// Read every document of `path`. A document without `kind`, or a known kind
 /// that does not have the shape of its kind, is an error naming the document.
 pub fn read_documents(path: &Path) -> Result<Vec<Document>, SnapshotError> {
+    parse_documents(&path.display().to_string(), &read_text(path)?)
+}
+
+/// The text of a manifest or snapshot file, within [`MAX_FILE_BYTES`].
+fn read_text(path: &Path) -> Result<String, SnapshotError> {
     let shown = path.display().to_string();
     let read_err = |reason: String| SnapshotError::Read {
         path: shown.clone(),
@@ -75,21 +116,65 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, SnapshotError> {
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| read_err(format!("not UTF-8 text: {e}")))?;
-    parse_documents(&shown, text)
+    String::from_utf8(bytes).map_err(|e| read_err(format!("not UTF-8 text: {}", e.utf8_error())))
 }
 
 /// Parse manifest text (JSON or YAML) into documents.
 pub fn parse_documents(path: &str, text: &str) -> Result<Vec<Document>, SnapshotError> {
-    let values = parse_values(path, text)?;
+    documents_of(path, parse_values(path, text)?)
+}
+
+/// What a cluster snapshot file says about the cluster: a file without a
+/// single document (empty, `/dev/null`, only `---` or comments) is refused,
+/// so a failed dump is not read as an empty cluster. An empty cluster is an
+/// empty `kind: List`.
+pub fn read_snapshot_documents(path: &Path) -> Result<Vec<Document>, SnapshotError> {
+    let shown = path.display().to_string();
+    let values = parse_values(&shown, &read_text(path)?)?;
+    if values.iter().all(serde_json::Value::is_null) {
+        return Err(no_object(&shown));
+    }
+    documents_of(&shown, values)
+}
+
+/// The one-line refusal of a snapshot that holds no document.
+pub fn no_object(path: &str) -> SnapshotError {
+    SnapshotError::Read {
+        path: path.to_string(),
+        reason: "holds no object (an empty cluster is an empty `kind: List`)".into(),
+    }
+}
+
+fn documents_of(
+    path: &str,
+    values: Vec<serde_json::Value>,
+) -> Result<Vec<Document>, SnapshotError> {
+    let several = values.iter().filter(|v| !v.is_null()).count() > 1;
     let mut out = Vec::new();
     let mut n = 0;
     for (i, v) in values.into_iter().enumerate() {
-        let doc_err = |reason: String| SnapshotError::Document {
-            path: path.to_string(),
-            doc: i + 1,
-            reason,
+        let located = |e: DocError, item: Option<usize>| match (e, item) {
+            (DocError::Reason(reason), None) => SnapshotError::Document {
+                path: path.to_string(),
+                doc: i + 1,
+                reason,
+            },
+            (DocError::Reason(reason), Some(j)) => SnapshotError::Document {
+                path: path.to_string(),
+                doc: i + 1,
+                reason: format!("item {}: {reason}", j + 1),
+            },
+            (DocError::Field { field, reason }, item) => SnapshotError::Field {
+                path: path.to_string(),
+                doc: several.then_some(i + 1),
+                field: match item {
+                    Some(j) => format!("items[{j}].{field}"),
+                    None => field,
+                },
+                reason,
+            },
         };
+        let doc_err = |reason: String| located(DocError::Reason(reason), None);
         if v.is_null() {
             continue; // an empty YAML document (`---` at the end)
         }
@@ -113,17 +198,13 @@ pub fn parse_documents(path: &str, text: &str) -> Result<Vec<Document>, Snapshot
             let item_kind = kind.strip_suffix("List").unwrap_or("");
             for (j, item) in items.iter().enumerate() {
                 n += 1;
-                out.push(to_document(path, n, item, item_kind, &v).map_err(|reason| {
-                    SnapshotError::Document {
-                        path: path.to_string(),
-                        doc: i + 1,
-                        reason: format!("item {}: {reason}", j + 1),
-                    }
-                })?);
+                out.push(
+                    to_document(path, n, item, item_kind, &v).map_err(|e| located(e, Some(j)))?,
+                );
             }
         } else {
             n += 1;
-            out.push(to_document(path, n, &v, "", &v).map_err(doc_err)?);
+            out.push(to_document(path, n, &v, "", &v).map_err(|e| located(e, None))?);
         }
     }
     Ok(out)
@@ -135,9 +216,11 @@ fn to_document(
     v: &serde_json::Value,
     fallback_kind: &str,
     list: &serde_json::Value,
-) -> Result<Document, String> {
+) -> Result<Document, DocError> {
     if !v.is_object() {
-        return Err("not a Kubernetes object (expected a mapping)".into());
+        return Err(DocError::Reason(
+            "not a Kubernetes object (expected a mapping)".into(),
+        ));
     }
     let kind = v
         .get("kind")
@@ -145,7 +228,7 @@ fn to_document(
         .filter(|k| !k.is_empty())
         .unwrap_or(fallback_kind);
     if kind.is_empty() {
-        return Err("has no kind".into());
+        return Err(DocError::Reason("has no kind".into()));
     }
     let api_version = v
         .get("apiVersion")
@@ -170,20 +253,23 @@ fn to_document(
         Some(k) => {
             let shown = if name.is_empty() { "<unnamed>" } else { &name };
             if name.is_empty() && meta.and_then(|m| m.get("generateName")).is_none() {
-                return Err(format!("{kind} has no metadata.name"));
+                return Err(format!("{kind} has no metadata.name").into());
             }
             let spec_required = matches!(k, Kind::Pod) || k.is_workload();
             if spec_required && !v.get("spec").is_some_and(|s| s.is_object()) {
-                return Err(format!("{kind} {shown} has no spec"));
+                return Err(format!("{kind} {shown} has no spec").into());
             }
             let has_containers = v
                 .pointer("/spec/containers")
                 .and_then(|c| c.as_array())
                 .is_some_and(|a| !a.is_empty());
+            // The shape first: a field of the wrong type is named by its
+            // path, whatever else is missing.
+            let mut o = object_with_path(k, v)
+                .map_err(|(field, reason)| DocError::Field { field, reason })?;
             if k == Kind::Pod && !has_containers {
-                return Err(format!("Pod {shown} has no containers"));
+                return Err(format!("Pod {shown} has no containers").into());
             }
-            let mut o = Object::from_value(k, v).map_err(|e| format!("{kind} {shown}: {e}"))?;
             if k.is_namespaced() && o.metadata().namespace.is_none() {
                 o.metadata_mut().namespace = Some("default".into());
             }
@@ -297,7 +383,7 @@ pub fn load_into<S: Default>(
             // file through the reader.
             let mut sink = S::default();
             for p in paths {
-                for d in read_documents(p)? {
+                for d in read_snapshot_documents(p)? {
                     if let Some(o) = d.object {
                         apply(&mut sink, o);
                     }
@@ -452,13 +538,76 @@ spec: {accessModes: [ReadWriteOncePod]}
             ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n", "has no spec"),
             ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: []}\n", "no containers"),
             ("- 1\n- 2\n", "expected a mapping"),
-            ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c}], volumes: 3}\n", "Pod a"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c}], volumes: 3}\n", "f.yaml: spec.volumes: invalid type: integer `3`, expected a sequence"),
         ];
         for (text, want) in cases {
             let err = parse_documents("f.yaml", text).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
             assert!(!err.contains('\n'), "{err:?} is not one line");
             assert!(err.starts_with("f.yaml"), "{err:?} names the file");
+        }
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named_by_its_path() {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: c}]\n  volumes: data\n";
+        let err = parse_documents("pod.yaml", pod).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "pod.yaml: spec.volumes: invalid type: string \"data\", expected a sequence"
+        );
+        // Several documents: which one; a List: which item.
+        let two = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{pod}");
+        let err = parse_documents("two.yaml", &two).unwrap_err().to_string();
+        assert!(
+            err.starts_with("two.yaml: document 2: spec.volumes: invalid type"),
+            "{err}"
+        );
+        let list = r#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c"}]}},
+            {"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"template":{"spec":{"containers":[{"name":"c","volumeMounts":[{"name":"v","readOnly":"yes"}]}]}}}}]}"#;
+        let err = parse_documents("list.json", list).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "list.json: items[1].spec.template.spec.containers[0].volumeMounts[0].readOnly: invalid type: string \"yes\", expected a boolean"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_without_a_document_is_refused_and_an_empty_list_is_an_empty_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("empty.yaml", ""),
+            ("dashes.yaml", "---\n"),
+            ("comments.yaml", "# a dump that failed\n---\n---\n"),
+            ("array.json", "[]"),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            let err = load_snapshot(std::slice::from_ref(&p))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.ends_with("holds no object (an empty cluster is an empty `kind: List`)"),
+                "{name}: {err}"
+            );
+        }
+        let err = load_snapshot(&[PathBuf::from("/dev/null")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/dev/null: holds no object"), "{err}");
+        for (name, text) in [
+            ("list.yaml", "apiVersion: v1\nkind: List\nitems: []\n"),
+            (
+                "list.json",
+                r#"{"apiVersion":"v1","kind":"List","items":[]}"#,
+            ),
+            ("null-items.yaml", "apiVersion: v1\nkind: List\nitems:\n"),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            let state = load_snapshot(&[p]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(state.pod_count(), 0);
         }
     }
 

@@ -168,8 +168,14 @@ fn read_file(path: &Path) -> Result<Vec<serde_json::Value>, ExplainError> {
         return Err(err(format!("larger than {MAX_FILE_BYTES} bytes")).into());
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let values = snapshot::parse_values(&shown, &text)?;
+    // Empty, `/dev/null`, only `---`: refused, as by check and audit; an
+    // empty `kind: List` is an empty cluster (the target is then not found).
+    if values.iter().all(serde_json::Value::is_null) {
+        return Err(snapshot::no_object(&shown).into());
+    }
     let mut out = Vec::new();
-    for v in snapshot::parse_values(&shown, &text)? {
+    for v in values {
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         match v.get("items") {
             Some(serde_json::Value::Array(items)) if kind.ends_with("List") => {
@@ -184,11 +190,6 @@ fn read_file(path: &Path) -> Result<Vec<serde_json::Value>, ExplainError> {
             _ if v.is_object() => out.push(v),
             _ => {}
         }
-    }
-    if out.is_empty() {
-        return Err(
-            err("holds no object (an empty cluster is an empty `kind: List`)".into()).into(),
-        );
     }
     Ok(out)
 }

@@ -128,6 +128,8 @@ pub struct RunningServer {
     metrics: Arc<Metrics>,
     shutting_down: Arc<AtomicBool>,
     grace: Duration,
+    /// Zero: in-flight requests are not waited for (`serve --dev`).
+    drain: Duration,
 }
 
 impl RunningServer {
@@ -147,9 +149,22 @@ impl RunningServer {
 
     /// Graceful shutdown: `/readyz` turns 503 at once, requests keep being
     /// served for the grace period, then the listener closes and in-flight
-    /// requests drain.
+    /// requests drain. With no grace and no drain time (`serve --dev`), it
+    /// stops at once.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.shutting_down.store(true, Ordering::SeqCst);
+        if self.grace.is_zero() && self.drain.is_zero() {
+            tracing::info!("shutting down now (no grace period, no drain)");
+            self.handle.stop(false).await;
+            let res = (&mut self.task).await;
+            self.reloader.abort();
+            if let Some((_, h)) = &self.metrics_server {
+                h.stop(false).await;
+            }
+            return res
+                .map_err(|e| ServerError::Join(e.to_string()))?
+                .map_err(ServerError::Io);
+        }
         tracing::info!(grace = ?self.grace, "shutting down: serving through the grace period");
         // The server may also be stopped meanwhile (a second signal).
         let stopped_early = tokio::select! {
@@ -277,6 +292,7 @@ pub async fn start_with_metrics(
         metrics,
         shutting_down,
         grace: config.shutdown_grace,
+        drain: config.drain_timeout,
     })
 }
 
