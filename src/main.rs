@@ -67,9 +67,9 @@ struct ExplainArgs {
     /// Namespace of the target; else the kubeconfig context's, else `default`.
     #[arg(short = 'n', long, env = "CLAIMGUARD_NAMESPACE")]
     namespace: Option<String>,
-    /// Explain from a support bundle instead of the cluster:
-    /// `kubectl get pods,pvc,pv,storageclass,volumeattachments,nodes,events -A -o yaml` output (repeatable).
-    #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
+    #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',', help = concat!(
+        "Explain from a cluster dump instead of the cluster (repeatable): `",
+        claimguard::dump_command!(), "`"))]
     snapshot: Vec<PathBuf>,
     /// Kubeconfig file; else in-cluster config, else $KUBECONFIG / ~/.kube/config.
     #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
@@ -91,12 +91,12 @@ enum Command {
     /// cluster state, and print what `kubectl apply` would print.
     /// Exit 0: no denial; 1: a denial; 2: bad input.
     Check {
-        /// Cluster state the manifests are applied to: `kubectl get
-        /// pods,pvc,pv,storageclass,namespaces -A -o yaml` output (repeatable).
-        /// Without --snapshot the cluster is empty: only the manifests given
-        /// exist. A file that is empty or holds no object is refused; write an
-        /// empty cluster as an empty `kind: List`.
-        #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
+        #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',', help = concat!(
+            "Cluster state the manifests are applied to (repeatable): `",
+            claimguard::dump_command!(),
+            "`. Without --snapshot the cluster is empty: only the manifests given \
+             exist. A file that is empty or holds no object is refused; write an \
+             empty cluster as an empty `kind: List`."))]
         snapshot: Vec<PathBuf>,
         /// Policy file (YAML); the built-in defaults otherwise.
         #[arg(long, env = "CLAIMGUARD_POLICY")]
@@ -116,10 +116,11 @@ enum Command {
     /// Scan the cluster (or --snapshot) for violations that already exist.
     /// Exit 0: none; 1: some; 2: error.
     Audit {
-        /// Audit snapshot files instead of the cluster (repeatable; directories
-        /// allowed). A file that is empty or holds no object is refused; write
-        /// an empty cluster as an empty `kind: List`.
-        #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',')]
+        #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',', help = concat!(
+            "Audit a cluster dump instead of the cluster (repeatable; directories allowed): `",
+            claimguard::dump_command!(),
+            "`. A file that is empty or holds no object is refused; write an empty \
+             cluster as an empty `kind: List`."))]
         snapshot: Vec<PathBuf>,
         /// Kubeconfig for the API server [default: in-cluster, then $KUBECONFIG / ~/.kube/config].
         #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]

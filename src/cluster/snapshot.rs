@@ -1,11 +1,24 @@
 //! Reading manifests and snapshot files: YAML (one or many documents) or
 //! JSON, each document an object or a `kind: List` — exactly what
-//! `kubectl get pods,pvc,pv,storageclass,namespaces -A -o yaml` prints.
+//! [`DUMP_COMMAND`] prints.
 
 use super::ClusterState;
 use crate::objects::{Kind, Object};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+
+/// The one command that dumps a cluster for `check`, `audit`, `explain` and
+/// `migrate --list`: every kind they read. A macro so that clap help text can
+/// `concat!` it; the docs and `--help` are held to it by a test.
+#[macro_export]
+macro_rules! dump_command {
+    () => {
+        "kubectl get namespaces,storageclasses,pv,pvc,pods,nodes,volumeattachments,events,deployments,statefulsets,daemonsets,replicasets,replicationcontrollers,jobs,cronjobs -A -o json > cluster.json"
+    };
+}
+
+/// See [`dump_command!`].
+pub const DUMP_COMMAND: &str = dump_command!();
 
 /// Largest file read; a cluster dump of 100k pods is well under this.
 pub const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
