@@ -68,6 +68,30 @@ fn the_release_profile_has_no_debug_info_and_strips() {
     );
 }
 
+/// The shipped binary stays small; checked when a release build is there
+/// (`cargo build --release`), noted otherwise.
+#[test]
+fn a_release_binary_is_at_most_25_mb() {
+    let bin = root().join("target/release/claimguard");
+    match std::fs::metadata(&bin) {
+        Ok(m) => assert!(
+            m.len() <= 25_000_000,
+            "{} is {} bytes, more than 25 MB",
+            bin.display(),
+            m.len()
+        ),
+        Err(_) => eprintln!(
+            "note: no target/release/claimguard: size not checked (cargo build --release)"
+        ),
+    }
+    let doc = read("docs/performance.md");
+    assert!(
+        doc.contains("## Binary size (release profile)")
+            && doc.contains("cargo build --release --locked && ls -l target/release/claimguard"),
+        "docs/performance.md records the size and how it was measured"
+    );
+}
+
 #[test]
 fn the_profiling_profile_keeps_symbols_for_perf_and_callgrind() {
     let cargo = read("Cargo.toml");
