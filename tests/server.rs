@@ -82,6 +82,39 @@ async fn unreadable_reviews_get_400_with_one_line() {
     }
 }
 
+/// A 400 for a field of the wrong shape names the field by its path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_names_the_field_that_does_not_parse() {
+    let t = TestServer::start(engine(true)).await;
+    let mut volumes = pod_review("u1", "p1", "c1");
+    volumes["request"]["object"]["spec"]["volumes"] = "data".into();
+    let mut mounts = pod_review("u2", "p2", "c2");
+    mounts["request"]["object"]["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] =
+        "yes".into();
+    let mut uid = pod_review("u3", "p3", "c3");
+    uid["request"]["uid"] = 7.into();
+    for (review, want) in [
+        (
+            volumes,
+            "request.object is not a valid Pod: spec.volumes: invalid type: string \"data\", expected a sequence",
+        ),
+        (
+            mounts,
+            "request.object is not a valid Pod: spec.containers[0].volumeMounts[0].readOnly: invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            uid,
+            "request body is not an AdmissionReview: request.uid: invalid type: integer `7`, expected a string",
+        ),
+    ] {
+        let (status, text) = t.post_raw(review.to_string()).await;
+        assert_eq!(status, 400, "{text}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{text:?}");
+        assert!(text.starts_with(want), "{text:?} does not start with {want:?}");
+        still_serves(&t).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_type_is_not_required() {
     let t = TestServer::start(engine(true)).await;
