@@ -73,7 +73,16 @@ fn the_release_profile_has_no_debug_info_and_strips() {
 #[test]
 fn a_release_binary_is_at_most_25_mb() {
     let bin = root().join("target/release/claimguard");
+    // A binary older than Cargo.toml may come from another profile: not this one's.
+    let stale = |m: &std::fs::Metadata| {
+        let toml = std::fs::metadata(root().join("Cargo.toml")).and_then(|t| t.modified());
+        matches!((m.modified(), toml), (Ok(b), Ok(t)) if b < t)
+    };
     match std::fs::metadata(&bin) {
+        Ok(m) if stale(&m) => eprintln!(
+            "note: {} is older than Cargo.toml: size not checked (cargo build --release)",
+            bin.display()
+        ),
         Ok(m) => assert!(
             m.len() <= 25_000_000,
             "{} is {} bytes, more than 25 MB",
