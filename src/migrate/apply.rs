@@ -203,9 +203,8 @@ pub(super) async fn run(
                 "resuming: a migration of {claim} is under way (annotation {ANNOTATION} on PersistentVolume {pv}); at step {}/{STEPS}",
                 a.stage.step()
             )),
-            None => say(format!(
-                "migrating {claim} (PersistentVolume {pv}) from ReadWriteOnce to ReadWriteOncePod"
-            )),
+            // Start: said once the checks of step 1 pass.
+            None => {}
             Some(prev) => {
                 if a.stage < prev.stage {
                     return Err(MigrateError::Inconsistent(format!(
@@ -267,6 +266,9 @@ pub(super) async fn run(
                 if !users.is_empty() {
                     return Ok(Applied::Refused(in_use(&claim, &users, false)));
                 }
+                say(format!(
+                    "migrating {claim} (PersistentVolume {pv}) from ReadWriteOnce to ReadWriteOncePod"
+                ));
                 for note in &n.notes {
                     say(format!("note: {note}"));
                 }
@@ -304,6 +306,37 @@ pub(super) async fn run(
                 let users = plan::users_of(ns, name, &pods, &[]);
                 if !users.is_empty() {
                     return Ok(Applied::Refused(in_use(&claim, &users, true)));
+                }
+                // The claim changed since step 2 recorded it (a label, an
+                // annotation, a bigger request): record it as it is now, so
+                // the new claim is made from what is deleted.
+                let pvc_raw = obs.pvc.as_ref().expect("the old claim exists");
+                let mut fresh = plan::Record::of(pvc_raw, &a.volume).map_err(|reason| {
+                    MigrateError::Unreadable {
+                        what: claim.clone(),
+                        reason,
+                    }
+                })?;
+                fresh.reclaim_policy = record.reclaim_policy.clone();
+                fresh.volume_access_modes = record.volume_access_modes.clone();
+                if fresh != record {
+                    let body = plan::retain_and_record(&pv_raw, &fresh);
+                    kube.replace_pv(&body).await.map_err(|e| {
+                        r.write_error(
+                            a.stage,
+                            &pv,
+                            format!("record {claim} again on PersistentVolume {pv}"),
+                            format!("PersistentVolume {pv}"),
+                            pv_get.clone(),
+                            e,
+                        )
+                    })?;
+                    say(format!(
+                        "note: {claim} changed since the migration recorded it; recorded again"
+                    ));
+                    expect = Some((Stage::DeleteClaim, 3));
+                    last = Some(a);
+                    continue;
                 }
                 let uid = c.uid.clone().unwrap_or_default();
                 let rv = obs
