@@ -171,6 +171,9 @@ pub(super) async fn run(
     let mut expect: Option<(Stage, u8)> = None;
     let mut waiting: Option<(Stage, Instant)> = None;
     let mut poll = FIRST_POLL;
+    // Times the claim was recorded again because it changed (bounded: a
+    // claim that keeps changing is someone else's work in progress).
+    let mut rerecorded = 0;
     loop {
         let obs = kube.observe(name, known_pv.as_deref()).await;
         let obs = obs.map_err(|e| interrupted(&r, last.as_ref(), e))?;
@@ -320,6 +323,13 @@ pub(super) async fn run(
                 fresh.reclaim_policy = record.reclaim_policy.clone();
                 fresh.volume_access_modes = record.volume_access_modes.clone();
                 if fresh != record {
+                    rerecorded += 1;
+                    if rerecorded > 3 {
+                        return Err(MigrateError::Inconsistent(format!(
+                            "step 3/{STEPS}: {claim} keeps changing (recorded again 3 times): something is still writing to it; PersistentVolume {pv} is kept (reclaim policy Retain): run `{}` again once it is quiet",
+                            r.resume
+                        )));
+                    }
                     let body = plan::retain_and_record(&pv_raw, &fresh);
                     kube.replace_pv(&body).await.map_err(|e| {
                         r.write_error(

@@ -350,12 +350,13 @@ pub(super) async fn write(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let pid = victim.expect("kill_on_nth_write needs set_victim(pid)");
+        // Noted first: the test sees the process die as soon as the signal lands.
+        shared.lock().storage.killed.push(pid);
         let status = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -KILL {pid}");
-        shared.lock().storage.killed.push(pid);
     }
     resp
 }
