@@ -304,9 +304,16 @@ struct Live {
 }
 
 async fn live() -> Live {
+    let l = idle().await;
+    l.api.start_storage_controller();
+    l
+}
+
+/// The seeded cluster without its PV controller: nothing binds, releases or
+/// finishes a deletion until `start_storage_controller`.
+async fn idle() -> Live {
     let api = FakeApiServer::start().await;
     seed(&api);
-    api.start_storage_controller();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
@@ -1058,4 +1065,54 @@ async fn transcript_is_current() {
         have == doc,
         "docs/migrate.md is stale: CLAIMGUARD_BLESS=1 cargo test --test migrate transcript_is_current"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_times_out_says_so_and_a_rerun_finishes() {
+    // No PV controller: the claim's finalizer is never done, it stays terminating.
+    let l = idle().await;
+    let r = l
+        .migrate(&["pvc/data", "-n", "shop", "--apply", "--timeout", "1s"])
+        .await;
+    one_line(
+        &r,
+        2,
+        "error: step 3/6: PersistentVolumeClaim shop/data is still terminating after 1s; ",
+    );
+    for want in [
+        format!("PersistentVolume {PV_DATA} is kept whatever happens to the claim (reclaim policy Retain)"),
+        "kubectl describe pvc data -n shop".to_string(),
+        "then run `claimguard migrate pvc/data -n shop --apply` again".to_string(),
+    ] {
+        let want = want.as_str();
+        assert!(r.err.contains(want), "{want:?} not in {}", r.err);
+    }
+    assert_eq!(
+        l.pv(PV_DATA)["spec"]["persistentVolumeReclaimPolicy"],
+        "Retain"
+    );
+    // The cluster catches up; the flags come from the environment this time.
+    l.api.start_storage_controller();
+    let o = tokio::task::spawn_blocking({
+        let kc = l.kubeconfig.clone();
+        move || {
+            command(&["migrate", "pvc/data", "--apply"])
+                .env("CLAIMGUARD_KUBECONFIG", kc)
+                .env("CLAIMGUARD_NAMESPACE", "shop")
+                .env("CLAIMGUARD_TIMEOUT", "20s")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.starts_with("resuming: "), "{out}");
+    assert_migrated(&l);
 }
