@@ -352,11 +352,16 @@ pub(super) async fn write(
         let pid = victim.expect("kill_on_nth_write needs set_victim(pid)");
         // Noted first: the test sees the process die as soon as the signal lands.
         shared.lock().storage.killed.push(pid);
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -KILL {pid}");
+        let pid_t = libc::pid_t::try_from(pid).expect("a pid");
+        // SAFETY: kill(2) only sends a signal; the pid is the child the test
+        // spawned and still owns (not yet waited for, so not reused).
+        let rc = unsafe { libc::kill(pid_t, libc::SIGKILL) };
+        assert_eq!(
+            rc,
+            0,
+            "kill -KILL {pid}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     resp
 }
