@@ -568,3 +568,82 @@ fn the_plan_as_kubectl_commands() {
     assert!(steps(Stage::Done, &r, &volume(), &[]).is_empty());
     assert_eq!(shell_quote("it's"), r"'it'\''s'");
 }
+
+/// The whole migration through the pure functions, with the PV controller
+/// played by hand: the stage only moves forward, every write comes from the
+/// stage before it, and whenever the claim is missing the volume is Retain.
+#[test]
+fn a_whole_migration_never_leaves_a_claimless_volume_deletable() {
+    let observe = |pvc: &Option<Value>, pv: &Value| {
+        let c = pvc.as_ref().map(|p| {
+            let narrow: objects::PersistentVolumeClaim = serde_json::from_value(p.clone()).unwrap();
+            Claim::of(&narrow, p.pointer("/status/phase").and_then(Value::as_str))
+        });
+        let narrow: objects::PersistentVolume = serde_json::from_value(pv.clone()).unwrap();
+        let v = Volume::of(&narrow, pv.pointer("/status/phase").and_then(Value::as_str));
+        (stage("shop", "data", c.as_ref(), &v).unwrap(), v)
+    };
+    let mut pvc = Some(pvc_json());
+    let mut pv = pv_json();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        if pvc.is_none() {
+            assert_eq!(
+                pv["spec"]["persistentVolumeReclaimPolicy"], "Retain",
+                "{pv}"
+            );
+        }
+        let (st, v) = observe(&pvc, &pv);
+        if let Some(last) = seen.last() {
+            assert!(st >= *last, "{st:?} after {last:?}");
+        }
+        seen.push(st);
+        let record = match &v.record {
+            Some(Ok(r)) => r.clone(),
+            _ => Record::of(pvc.as_ref().unwrap(), &v).unwrap(),
+        };
+        match st {
+            Stage::Start => pv = retain_and_record(&pv, &record),
+            Stage::DeleteClaim => {
+                pvc = None;
+                // The PV controller notices later.
+            }
+            Stage::WaitGone => unreachable!("deleted at once here"),
+            Stage::WaitReleased => pv["status"]["phase"] = json!("Released"),
+            Stage::Rebind => {
+                pv = rebind(&pv, &record);
+                pv["status"]["phase"] = json!("Available");
+            }
+            Stage::Create => {
+                let mut c = new_claim(&record, &v);
+                c["metadata"]["uid"] = json!("uid-new");
+                c["status"] = json!({"phase": "Pending"});
+                pvc = Some(c);
+            }
+            Stage::WaitBound => {
+                // The PV controller binds the claim named by volumeName.
+                pv["spec"]["claimRef"]["uid"] = json!("uid-new");
+                pv["status"]["phase"] = json!("Bound");
+                pvc.as_mut().unwrap()["status"]["phase"] = json!("Bound");
+            }
+            Stage::Restore => pv = restore(&pv, &record),
+            Stage::Done => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            Stage::Start,
+            Stage::DeleteClaim,
+            Stage::WaitReleased,
+            Stage::Rebind,
+            Stage::Create,
+            Stage::WaitBound,
+            Stage::Restore,
+            Stage::Done
+        ]
+    );
+    assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Delete");
+    assert_eq!(pv["spec"]["accessModes"], json!(["ReadWriteOncePod"]));
+    assert_eq!(pvc.unwrap()["spec"]["volumeName"], PV);
+}
