@@ -16,6 +16,7 @@ pub mod events;
 pub mod explain;
 pub mod log_batch;
 pub mod log_line;
+pub mod migrate;
 pub mod objects;
 pub mod policy;
 pub mod reload;

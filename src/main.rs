@@ -82,6 +82,62 @@ struct ExplainArgs {
     output: ExplainOutput,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum MigrateOutput {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The claim to migrate: pvc/NAME, persistentvolumeclaim/NAME or `pvc NAME`
+    /// (not with --list).
+    #[arg(num_args = 0..=2, value_name = "TARGET", required_unless_present = "list")]
+    target: Vec<String>,
+    /// List the candidates instead: bound claims on a CSI volume that is
+    /// ReadWriteOnce only, used by at most one pod, and by no workload that
+    /// can run two pods.
+    #[arg(long, env = "CLAIMGUARD_LIST", conflicts_with_all = ["target", "apply"])]
+    list: bool,
+    /// With --list: every namespace.
+    #[arg(
+        short = 'A',
+        long,
+        env = "CLAIMGUARD_ALL_NAMESPACES",
+        requires = "list"
+    )]
+    all_namespaces: bool,
+    /// Namespace of the claim (or of --list); else the kubeconfig context's, else `default`.
+    #[arg(short = 'n', long, env = "CLAIMGUARD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Carry out the plan through the API server, checking each step; a
+    /// re-run resumes where an interrupted one stopped. Without it the plan
+    /// is printed and nothing is written.
+    #[arg(long, env = "CLAIMGUARD_APPLY")]
+    apply: bool,
+    #[arg(long, env = "CLAIMGUARD_SNAPSHOT", value_delimiter = ',', help = concat!(
+        "Read a cluster dump instead of the cluster (repeatable): `",
+        claimguard::dump_command!(),
+        "`. Read only: not with --apply."))]
+    snapshot: Vec<PathBuf>,
+    /// Kubeconfig file; else in-cluster config, else $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "CLAIMGUARD_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use; else its current context.
+    #[arg(long, env = "CLAIMGUARD_CONTEXT")]
+    context: Option<String>,
+    /// Output format of --list and of the plan (--apply prints its steps as text).
+    #[arg(short = 'o', long, value_enum, default_value_t = MigrateOutput::Text, env = "CLAIMGUARD_OUTPUT")]
+    output: MigrateOutput,
+    /// With --list: also say why the other claims are not candidates.
+    #[arg(short = 'v', long, env = "CLAIMGUARD_VERBOSE")]
+    verbose: bool,
+    /// With --apply: how long each wait may take (the old claim gone, the
+    /// volume released, the new claim bound), e.g. 30s, 5m.
+    #[arg(long, env = "CLAIMGUARD_TIMEOUT", value_parser = parse_duration, default_value = "5m")]
+    timeout: Duration,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The webhook server: AdmissionReview v1 on POST /validate over TLS,
@@ -144,6 +200,11 @@ enum Command {
     /// the pod's Warning Events and the command that fixes it.
     /// Exit 0: nothing found; 1: findings; 2: error.
     Explain(ExplainArgs),
+    /// Move a ReadWriteOnce claim to ReadWriteOncePod without losing its
+    /// volume: --list the candidates, print the plan as kubectl commands, or
+    /// --apply it (Retain first, each step checked, resumable).
+    /// Exit 0: done or plan printed; 1: refused; 2: error.
+    Migrate(MigrateArgs),
     /// Write a CA, a serving certificate for the Service's DNS names, a Secret
     /// manifest and a JSON Patch that sets caBundle on every webhook — for
     /// clusters without cert-manager.
@@ -311,7 +372,7 @@ fn main() -> ExitCode {
     // all, without the client library's own log lines (CLAIMGUARD_LOG=info
     // brings them back).
     let level = match cli.command {
-        Command::Explain(_) => "off",
+        Command::Explain(_) | Command::Migrate(_) => "off",
         // audit's error is one line too; its own warnings (a kind it may
         // not list) stay.
         Command::Audit { .. } => "warn,kube_client=off",
@@ -418,6 +479,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Explain(args) => explain(args),
+        Command::Migrate(args) => migrate(args),
         Command::Certs {
             namespace,
             service,
@@ -726,5 +788,84 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    use claimguard::migrate::{self, Applied, ApplyOptions, MigrateError, Scope, Source};
+    let source = if args.snapshot.is_empty() {
+        Source::Live {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+        }
+    } else {
+        if args.apply {
+            anyhow::bail!(MigrateError::Usage(
+                "--apply needs the API server: a --snapshot is a copy of the cluster and cannot be written to (drop --snapshot, or drop --apply to print the plan)".into()
+            ));
+        }
+        Source::Snapshot(check::expand_paths(&args.snapshot)?)
+    };
+    let json = args.output == MigrateOutput::Json;
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    if args.list {
+        let scope = if args.all_namespaces {
+            Scope::All
+        } else {
+            Scope::Namespace(args.namespace.clone())
+        };
+        let listing = rt.block_on(migrate::list(&source, &scope))?;
+        print!(
+            "{}",
+            if json {
+                migrate::render_list_json(&listing)
+            } else {
+                migrate::render_list_text(&listing, args.verbose)
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = migrate::parse_target(&args.target)?;
+    if args.apply {
+        if json {
+            anyhow::bail!(MigrateError::Usage(
+                "--apply prints its steps as text: drop -o json (without --apply, -o json prints the plan)".into()
+            ));
+        }
+        let opts = ApplyOptions {
+            timeout: args.timeout,
+        };
+        let mut stdout = std::io::stdout();
+        let applied = rt.block_on(migrate::apply(
+            &args.kubeconfig,
+            &args.context,
+            &name,
+            args.namespace.as_deref(),
+            &opts,
+            &mut stdout,
+        ))?;
+        return Ok(match applied {
+            Applied::Done { .. } => ExitCode::SUCCESS,
+            Applied::Refused(r) => {
+                eprintln!("refused: {}", r.message);
+                ExitCode::from(1)
+            }
+        });
+    }
+    let plan = rt.block_on(migrate::plan(&source, &name, args.namespace.as_deref()))?;
+    print!(
+        "{}",
+        if json {
+            migrate::render_plan_json(&plan)
+        } else {
+            migrate::render_plan_text(&plan)
+        }
+    );
+    Ok(match &plan.refused {
+        Some(r) => {
+            eprintln!("refused: {}", r.message);
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
     })
 }

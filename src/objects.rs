@@ -351,6 +351,24 @@ pub struct PvSpec {
     pub claim_ref: Option<ObjectReference>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// The CSI source; `None` for an in-tree or local volume (ReadWriteOncePod
+    /// needs CSI: `claimguard migrate` reads it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CsiVolumeSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_reclaim_policy: Option<String>,
+    /// `storage: 10Gi`, as the API writes quantities.
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub capacity: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CsiVolumeSource {
+    pub driver: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -358,6 +376,8 @@ pub struct PvSpec {
 pub struct ObjectReference {
     pub namespace: Option<String>,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

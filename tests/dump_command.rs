@@ -64,7 +64,7 @@ fn the_docs_dump_a_cluster_one_way() {
 
 #[test]
 fn every_snapshot_flag_names_the_dump_command() {
-    for cmd in ["check", "audit", "explain"] {
+    for cmd in ["check", "audit", "explain", "migrate"] {
         let out = Command::new(env!("CARGO_BIN_EXE_claimguard"))
             .args([cmd, "--help"])
             .output()

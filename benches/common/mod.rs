@@ -222,6 +222,7 @@ pub fn pv_for(pvc: &PersistentVolumeClaim) -> PersistentVolume {
             access_modes: spec.access_modes,
             claim_ref: None,
             storage_class_name: spec.storage_class_name,
+            ..Default::default()
         }),
     }
 }

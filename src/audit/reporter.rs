@@ -301,10 +301,24 @@ pub async fn list_objects(client: &Client) -> Result<Vec<Object>, ReporterError>
 pub async fn load_from_cluster(
     client: &Client,
 ) -> Result<(crate::cluster::ClusterState, Vec<Object>), ReporterError> {
+    load_from_cluster_keeping(client, |_| false).await
+}
+
+/// `load_from_cluster`, also keeping whole the objects of the indexed kinds
+/// `keep` accepts (`claimguard migrate --list` keeps the PersistentVolumes:
+/// their CSI driver and annotations).
+pub async fn load_from_cluster_keeping(
+    client: &Client,
+    keep: impl Fn(Kind) -> bool,
+) -> Result<(crate::cluster::ClusterState, Vec<Object>), ReporterError> {
     let mut state = crate::cluster::ClusterState::new();
+    let mut kept = Vec::new();
     for k in INDEXED {
         for o in list_kind(client, k, false).await?.unwrap_or_default() {
             state.apply_object(&o);
+            if keep(o.kind()) {
+                kept.push(o);
+            }
         }
     }
     // Nodes resolve hostname pins; without them (no permission) a hostname
@@ -328,10 +342,11 @@ pub async fn load_from_cluster(
     {
         state.apply_object(&o);
     }
-    let objects = list_objects(client).await?;
+    let mut objects = list_objects(client).await?;
     for o in &objects {
         state.apply_object(o);
     }
+    objects.extend(kept);
     Ok((state, objects))
 }
 

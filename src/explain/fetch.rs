@@ -29,7 +29,7 @@ const PAGE: u32 = 500;
 
 /// A client for the kubeconfig (else kube's inference: in-cluster, then
 /// `$KUBECONFIG` / `~/.kube/config`) and context, and the context's namespace.
-pub(super) async fn client(
+pub(crate) async fn client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<(Connection, String), ExplainError> {
@@ -62,9 +62,9 @@ pub(super) async fn client(
 }
 
 /// A client and the server it talks to, for messages.
-pub(super) struct Connection {
-    pub(super) client: Client,
-    pub(super) url: String,
+pub(crate) struct Connection {
+    pub(crate) client: Client,
+    pub(crate) url: String,
 }
 
 struct Reader<'a> {

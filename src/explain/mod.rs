@@ -8,7 +8,7 @@
 //! as `kubectl-claimguard`, the same binary is a kubectl plugin:
 //! `kubectl claimguard explain pod/db-1 -n shop`.
 
-mod fetch;
+pub(crate) mod fetch;
 pub mod model;
 mod render;
 

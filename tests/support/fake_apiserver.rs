@@ -42,10 +42,18 @@ pub enum Kind {
     VolumeAttachment,
     /// core/v1 Events (read by `explain`; claimguard writes events.k8s.io/v1).
     Event,
+    // Workloads (listed by `audit` and `migrate`; served read-only).
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    ReplicationController,
+    Job,
+    CronJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Pod,
         Kind::Pvc,
         Kind::Pv,
@@ -54,6 +62,13 @@ impl Kind {
         Kind::Node,
         Kind::VolumeAttachment,
         Kind::Event,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::ReplicaSet,
+        Kind::ReplicationController,
+        Kind::Job,
+        Kind::CronJob,
     ];
 
     pub fn plural(self) -> &'static str {
@@ -66,6 +81,13 @@ impl Kind {
             Kind::Node => "nodes",
             Kind::VolumeAttachment => "volumeattachments",
             Kind::Event => "events",
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+            Kind::DaemonSet => "daemonsets",
+            Kind::ReplicaSet => "replicasets",
+            Kind::ReplicationController => "replicationcontrollers",
+            Kind::Job => "jobs",
+            Kind::CronJob => "cronjobs",
         }
     }
 
@@ -79,18 +101,30 @@ impl Kind {
             Kind::Node => "Node",
             Kind::VolumeAttachment => "VolumeAttachment",
             Kind::Event => "Event",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::ReplicationController => "ReplicationController",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::StorageClass | Kind::VolumeAttachment => "storage.k8s.io/v1",
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps/v1",
+            Kind::Job | Kind::CronJob => "batch/v1",
             _ => "v1",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        matches!(self, Kind::Pod | Kind::Pvc | Kind::Event)
+        !matches!(
+            self,
+            Kind::Pv | Kind::StorageClass | Kind::Namespace | Kind::Node | Kind::VolumeAttachment
+        )
     }
 
     fn from_plural(p: &str) -> Option<Kind> {
@@ -101,10 +135,10 @@ impl Kind {
 /// (namespace or "", name): the etcd key order lists are served in.
 type Key = (String, String);
 
-struct Stored {
+pub(super) struct Stored {
     /// The object as the API server stores it, without `kind`/`apiVersion` (list items
     /// carry neither; watch events add them).
-    body: Bytes,
+    pub(super) body: Bytes,
 }
 
 struct HistEvent {
@@ -129,10 +163,12 @@ struct Counters {
     gone_sent: u64,
 }
 
-struct Inner {
+pub(super) struct Inner {
     rv: u64,
     uid_seq: u64,
-    objects: HashMap<Kind, BTreeMap<Key, Stored>>,
+    pub(super) objects: HashMap<Kind, BTreeMap<Key, Stored>>,
+    /// PV/PVC writes, faults and the PV controller (`fake_storage`).
+    pub(super) storage: super::fake_storage::Storage,
     history: Vec<HistEvent>,
     /// A watch from a resourceVersion below this (or a continue token minted below it)
     /// is answered 410 Expired.
@@ -142,7 +178,7 @@ struct Inner {
     fail_next_lists: usize,
     fail_lists_of: HashMap<Kind, usize>,
     /// Kinds the caller may not read (RBAC): every request gets 403.
-    forbidden: std::collections::HashSet<Kind>,
+    pub(super) forbidden: std::collections::HashSet<Kind>,
     gone_next_continues: usize,
     partitioned: bool,
     get_delay: Duration,
@@ -157,6 +193,7 @@ impl Default for Inner {
             rv: 1000,
             uid_seq: 0,
             objects: HashMap::new(),
+            storage: Default::default(),
             history: Vec::new(),
             compacted_rv: 0,
             watches: Vec::new(),
@@ -172,7 +209,7 @@ impl Default for Inner {
     }
 }
 
-struct Shared {
+pub(super) struct Shared {
     inner: Mutex<Inner>,
     /// Event writes received (`events.k8s.io/v1` POST and PATCH), in order.
     events: Mutex<Vec<EventWrite>>,
@@ -187,7 +224,7 @@ pub struct EventWrite {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panicking test thread must not wedge the other tests' servers.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -196,7 +233,7 @@ impl Shared {
 /// A running fake API server. Dropping it stops the server.
 pub struct FakeApiServer {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     handle: ServerHandle,
     leases: Arc<super::fake_leases::FakeLeases>,
 }
@@ -557,7 +594,7 @@ impl Inner {
         self.rv
     }
 
-    fn get_value(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+    pub(super) fn get_value(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         let ns = if kind.namespaced() { namespace } else { "" };
         self.objects
             .get(&kind)?
@@ -565,7 +602,7 @@ impl Inner {
             .map(|s| serde_json::from_slice(&s.body).expect("stored JSON"))
     }
 
-    fn upsert(&mut self, kind: Kind, mut obj: Value, expect: Option<EventType>) -> u64 {
+    pub(super) fn upsert(&mut self, kind: Kind, mut obj: Value, expect: Option<EventType>) -> u64 {
         let meta = obj
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
@@ -629,7 +666,7 @@ impl Inner {
         rv
     }
 
-    fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> bool {
+    pub(super) fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> bool {
         let ns = if kind.namespaced() { namespace } else { "" };
         let key = (ns.to_string(), name.to_string());
         let Some(stored) = self.objects.get_mut(&kind).and_then(|m| m.remove(&key)) else {
@@ -661,7 +698,7 @@ impl Inner {
     }
 }
 
-fn with_type(kind: Kind, mut v: Value) -> Value {
+pub(super) fn with_type(kind: Kind, mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.insert("kind".into(), json!(kind.kind()));
         o.insert("apiVersion".into(), json!(kind.api_version()));
@@ -708,7 +745,7 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     })
 }
 
-fn status_response(code: u16, reason: &str, message: &str) -> HttpResponse {
+pub(super) fn status_response(code: u16, reason: &str, message: &str) -> HttpResponse {
     let code_http = actix_web::http::StatusCode::from_u16(code)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(code_http)
@@ -717,30 +754,47 @@ fn status_response(code: u16, reason: &str, message: &str) -> HttpResponse {
 }
 
 /// What a request path names.
-struct Target {
-    kind: Kind,
-    namespace: Option<String>,
-    name: Option<String>,
+pub(super) struct Target {
+    pub(super) kind: Kind,
+    pub(super) namespace: Option<String>,
+    pub(super) name: Option<String>,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (kind, namespace, name) = match segs.as_slice() {
+    let (group, kind, namespace, name) = match segs.as_slice() {
         ["api", "v1", "namespaces", ns, plural] => {
             let k = Kind::from_plural(plural)?;
-            (k, Some(ns.to_string()), None)
+            ("", k, Some(ns.to_string()), None)
         }
         ["api", "v1", "namespaces", ns, plural, name] => {
             let k = Kind::from_plural(plural)?;
-            (k, Some(ns.to_string()), Some(name.to_string()))
+            ("", k, Some(ns.to_string()), Some(name.to_string()))
         }
-        ["api", "v1", "namespaces", name] => (Kind::Namespace, None, Some(name.to_string())),
-        ["api", "v1", plural] => (Kind::from_plural(plural)?, None, None),
-        ["api", "v1", plural, name] => (Kind::from_plural(plural)?, None, Some(name.to_string())),
-        ["apis", "storage.k8s.io", "v1", plural] => (Kind::from_plural(plural)?, None, None),
-        ["apis", "storage.k8s.io", "v1", plural, name] => {
-            (Kind::from_plural(plural)?, None, Some(name.to_string()))
+        ["api", "v1", "namespaces", name] => ("", Kind::Namespace, None, Some(name.to_string())),
+        ["api", "v1", plural] => ("", Kind::from_plural(plural)?, None, None),
+        ["api", "v1", plural, name] => {
+            ("", Kind::from_plural(plural)?, None, Some(name.to_string()))
         }
+        ["apis", group, "v1", "namespaces", ns, plural] => (
+            *group,
+            Kind::from_plural(plural)?,
+            Some(ns.to_string()),
+            None,
+        ),
+        ["apis", group, "v1", "namespaces", ns, plural, name] => (
+            *group,
+            Kind::from_plural(plural)?,
+            Some(ns.to_string()),
+            Some(name.to_string()),
+        ),
+        ["apis", group, "v1", plural] => (*group, Kind::from_plural(plural)?, None, None),
+        ["apis", group, "v1", plural, name] => (
+            *group,
+            Kind::from_plural(plural)?,
+            None,
+            Some(name.to_string()),
+        ),
         _ => return None,
     };
     // Namespaced paths only exist for namespaced kinds, and vice versa for a named GET.
@@ -750,7 +804,12 @@ fn parse_path(path: &str) -> Option<Target> {
     if name.is_some() && namespace.is_none() && kind.namespaced() {
         return None;
     }
-    if (kind.api_version() != "v1") != segs.first().is_some_and(|s| *s == "apis") {
+    let kind_group = kind
+        .api_version()
+        .rsplit_once('/')
+        .map(|(g, _)| g)
+        .unwrap_or("");
+    if kind_group != group {
         return None;
     }
     Some(Target {
@@ -761,10 +820,17 @@ fn parse_path(path: &str) -> Option<Target> {
 }
 
 async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    shared
+        .lock()
+        .storage
+        .note_request(req.method().as_str(), req.path(), req.query_string());
     if req.path().starts_with("/apis/events.k8s.io/v1/") {
         return event_write(&req, &body, &shared);
     }
     if req.method() != actix_web::http::Method::GET {
+        if let Some(t) = parse_path(req.path()).filter(|t| matches!(t.kind, Kind::Pv | Kind::Pvc)) {
+            return super::fake_storage::write(&shared, &req, &body, t).await;
+        }
         return status_response(
             405,
             "MethodNotAllowed",

@@ -4,4 +4,5 @@
 
 pub mod fake_apiserver;
 pub mod fake_leases;
+pub mod fake_storage;
 pub mod k8s;
