@@ -18,6 +18,7 @@ pub mod log_batch;
 pub mod log_line;
 pub mod migrate;
 pub mod objects;
+pub(crate) mod one_shot;
 pub mod policy;
 pub mod reload;
 pub mod server;

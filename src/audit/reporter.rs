@@ -186,13 +186,6 @@ const LISTED: [(&str, &str, &str, &str, Kind); 8] = [
     ("batch", "v1", "CronJob", "cronjobs", Kind::CronJob),
 ];
 
-fn api_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
-}
-
 /// The kinds the index keeps, for a one-off audit of a live cluster.
 const INDEXED: [(&str, &str, &str, &str, Kind); 4] = [
     ("", "v1", "Namespace", "namespaces", Kind::Namespace),
@@ -235,7 +228,7 @@ async fn list_kind(
         }
         let page = match api.list(&lp).await {
             Ok(p) => p,
-            Err(e) if optional && matches!(api_code(&e), Some(403) | Some(404)) => {
+            Err(e) if optional && matches!(crate::one_shot::code(&e), Some(403) | Some(404)) => {
                 tracing::warn!(kind = kind_name, error = %e, "audit: cannot list {plural}; its rules are skipped");
                 return Ok(None);
             }
@@ -393,7 +386,7 @@ pub async fn run_once(
     let lp = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let existing = match all.list(&lp).await {
         Ok(l) => l.items,
-        Err(e) if api_code(&e) == Some(404) => return Err(ReporterError::CrdMissing),
+        Err(e) if crate::one_shot::code(&e) == Some(404) => return Err(ReporterError::CrdMissing),
         Err(source) => {
             return Err(ReporterError::List {
                 what: "policyreports".into(),
@@ -435,7 +428,9 @@ pub async fn run_once(
             .await
         {
             Ok(_) => outcome.written += 1,
-            Err(e) if api_code(&e) == Some(404) => return Err(ReporterError::CrdMissing),
+            Err(e) if crate::one_shot::code(&e) == Some(404) => {
+                return Err(ReporterError::CrdMissing)
+            }
             Err(source) => {
                 return Err(ReporterError::Write {
                     namespace: ns,
@@ -452,7 +447,7 @@ pub async fn run_once(
         {
             Ok(_) => outcome.deleted += 1,
             // Someone deleted it already: the goal is met.
-            Err(e) if api_code(&e) == Some(404) => {}
+            Err(e) if crate::one_shot::code(&e) == Some(404) => {}
             Err(source) => {
                 return Err(ReporterError::Delete {
                     namespace: ns.clone(),

@@ -19,6 +19,7 @@
 //! namespace's pods or its events is an error.
 
 use super::{Bundle, ExplainError, Target, TargetKind};
+use crate::one_shot::{code, reason};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::Client;
 use serde_json::Value;
@@ -85,33 +86,6 @@ fn to_value(mut o: DynamicObject, ar: &ApiResource) -> Value {
         kind: ar.kind.clone(),
     });
     serde_json::to_value(&o).unwrap_or(Value::Null)
-}
-
-/// One line of a kube error: the API server's message, or the transport's.
-fn reason(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => {
-            let mut text = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !text.contains(&t) {
-                    text.push_str(": ");
-                    text.push_str(&t);
-                }
-                src = s.source();
-            }
-            text.replace('\n', " ")
-        }
-    }
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
 }
 
 impl Reader<'_> {

@@ -88,11 +88,7 @@ pub fn parse_target(words: &[String]) -> Result<Target, ExplainError> {
             "expected a target such as pod/NAME, pvc/NAME or `pod NAME`".to_string(),
         )
     };
-    let (resource, name) = match words {
-        [one] => one.split_once('/').ok_or_else(usage)?,
-        [kind, name] if !kind.contains('/') => (kind.as_str(), name.as_str()),
-        _ => return Err(usage()),
-    };
+    let (resource, name) = crate::one_shot::split_target(words).ok_or_else(usage)?;
     let kind = TargetKind::of(resource).ok_or_else(|| {
         ExplainError::Usage(format!(
             "explain takes a pod or a persistentvolumeclaim, not \"{resource}\" (pod/NAME or pvc/NAME)"

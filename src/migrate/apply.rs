@@ -9,9 +9,10 @@
 //! the same loop and picks up where the last one stopped; a run after the
 //! end finds nothing to do.
 
-use super::live::{code, reason, Kube};
+use super::live::Kube;
 use super::plan::{self, Stage, ANNOTATION, STEPS};
 use super::{assess, Assessed, Assessment, MigrateError, Refusal};
+use crate::one_shot::{code, reason};
 use serde_json::Value;
 use std::io::Write;
 use std::time::{Duration, Instant};

@@ -19,6 +19,7 @@ use super::{plan, MigrateError, Neighbours, Observed};
 use crate::audit::reporter::ReporterError;
 use crate::cluster::workload_collection;
 use crate::objects::Kind;
+use crate::one_shot::{code, reason};
 use kube::api::{DeleteParams, GetParams, ListParams, PostParams, Preconditions};
 use kube::Client;
 use serde_json::Value;
@@ -44,33 +45,6 @@ pub(crate) struct Kube {
     client: Client,
     pub(crate) url: String,
     pub(crate) namespace: String,
-}
-
-/// One line of a kube error: the API server's message, or the transport's.
-pub(crate) fn reason(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => {
-            let mut text = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !text.contains(&t) {
-                    text.push_str(": ");
-                    text.push_str(&t);
-                }
-                src = s.source();
-            }
-            text.replace('\n', " ")
-        }
-    }
-}
-
-pub(crate) fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
 }
 
 /// The error of a read (`verb` `what`).

@@ -100,11 +100,7 @@ pub fn parse_target(words: &[String]) -> Result<String, MigrateError> {
             "expected the claim to migrate as pvc/NAME (or `pvc NAME`), or --list".to_string(),
         )
     };
-    let (resource, name) = match words {
-        [one] => one.split_once('/').ok_or_else(usage)?,
-        [kind, name] if !kind.contains('/') => (kind.as_str(), name.as_str()),
-        _ => return Err(usage()),
-    };
+    let (resource, name) = crate::one_shot::split_target(words).ok_or_else(usage)?;
     let claim = matches!(
         resource.to_ascii_lowercase().as_str(),
         "pvc" | "pvcs" | "persistentvolumeclaim" | "persistentvolumeclaims"
